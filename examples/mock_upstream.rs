@@ -1,0 +1,59 @@
+//! Mock OpenAI-compatible upstream for the demo (`make run`) and benchmarks.
+//!
+//! Usage: `mock_upstream [--listen ADDR]` (default 127.0.0.1:8900). Prints
+//! `mock upstream listening on ADDR` once it accepts connections, then serves
+//! until killed. Behaviour is documented in tests/common/mock.rs.
+
+#[path = "../tests/common/mock.rs"]
+mod mock;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+const USAGE: &str = "usage: mock_upstream [--listen ADDR]   (default 127.0.0.1:8900)";
+
+fn parse_listen() -> Result<SocketAddr, String> {
+    let mut listen = String::from("127.0.0.1:8900");
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--listen" {
+            listen = args.next().ok_or("--listen needs an address")?;
+        } else if let Some(value) = arg.strip_prefix("--listen=") {
+            listen = value.to_string();
+        } else if arg == "-h" || arg == "--help" {
+            println!("{USAGE}");
+            std::process::exit(0);
+        } else {
+            return Err(format!("unexpected argument {arg:?}"));
+        }
+    }
+    listen
+        .parse()
+        .map_err(|e| format!("bad --listen address {listen:?}: {e}"))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let addr = match parse_listen() {
+        Ok(addr) => addr,
+        Err(e) => {
+            eprintln!("mock_upstream: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let mock = match mock::MockUpstream::start_on(addr).await {
+        Ok(mock) => mock,
+        Err(e) => {
+            eprintln!("mock_upstream: cannot listen on {addr}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Scripts wait for this line, so flush it even when stdout is a pipe.
+    println!("mock upstream listening on {}", mock.addr());
+    let _ = std::io::stdout().flush();
+
+    // Serve until killed; Ctrl-C exits cleanly (SIGTERM just terminates).
+    let _ = tokio::signal::ctrl_c().await;
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,154 @@
+//! `request_filter`'s work: decide, before anything goes upstream, whether the gateway
+//! answers the request itself, refuses it, or lets it through to a pool.
+
+use http::Method;
+use pingora::proxy::Session;
+use serde_json::Value;
+
+use crate::app::App;
+use crate::auth::{bearer_token, AuthError};
+use crate::config::Byok;
+
+use super::ctx::RequestCtx;
+use super::model_gate::{BodyKind, ModelGate};
+use super::respond::{ApiError, LocalResponse};
+use super::route::normalize_host;
+
+pub enum Admission {
+    /// Proxy it: `ctx.pool` is set.
+    Proxy,
+    /// The gateway answers with this JSON.
+    Json(u16, Value),
+    /// A CORS preflight.
+    Preflight,
+}
+
+fn header<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
+    session
+        .req_header()
+        .headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+}
+
+pub async fn admit(
+    app: &App,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+) -> Result<Admission, ApiError> {
+    let method = session.req_header().method.clone();
+    let path = session.req_header().uri.path().to_string();
+
+    if method == Method::OPTIONS {
+        return Ok(Admission::Preflight);
+    }
+    if path == "/status" && method == Method::GET {
+        return Ok(Admission::Json(200, super::local::status(app)));
+    }
+
+    let secret = session
+        .req_header()
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| bearer_token(v.as_bytes()))
+        .ok_or_else(ApiError::invalid_api_key)?;
+    let key = app
+        .keys
+        .authenticate(secret, crate::time::now_unix())
+        .await
+        .map_err(|e| match e {
+            AuthError::Invalid => ApiError::invalid_api_key(),
+            AuthError::Disabled => ApiError::key_disabled(),
+            AuthError::Expired => ApiError::key_expired(),
+            AuthError::Unavailable => ApiError::service_unavailable("Key storage is unavailable."),
+        })?;
+    ctx.key = Some(key.clone());
+
+    if path == "/account" || path.starts_with("/account/") {
+        return match (&method, path.as_str()) {
+            (&Method::GET, "/account") => {
+                Ok(Admission::Json(200, super::local::account(app, &key)))
+            }
+            (&Method::POST, "/account/rotate-key") => Ok(Admission::Json(
+                200,
+                super::local::rotate_own_key(app, &key).await?,
+            )),
+            _ => Err(ApiError::not_found(&path)),
+        };
+    }
+    if method == Method::GET && (path == "/v1/models" || path.starts_with("/v1/models/")) {
+        if let Some(answer) = super::local::models(app, &key, &path) {
+            return answer.map(|v| Admission::Json(200, v));
+        }
+    }
+
+    let max_body = app.config.limits.max_body_bytes;
+    ctx.max_body_bytes = max_body;
+    let declared = header(session, "content-length").and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max_body) {
+        return Err(ApiError::request_too_large(max_body));
+    }
+
+    ctx.pool = Some(match header(session, "x-host-final") {
+        Some(value) => {
+            let host =
+                normalize_host(value).ok_or_else(|| ApiError::host_not_allowed(value.trim()))?;
+            app.hosts
+                .get(&host)
+                .ok_or_else(|| ApiError::host_not_allowed(&host))?
+        }
+        None => app
+            .router
+            .route(&path)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(&path))?,
+    });
+
+    let byok = header(session, "x-upstream-key")
+        .map(str::trim)
+        .filter(|k| !k.is_empty());
+    match (app.config.auth.byok, byok) {
+        (Byok::Required, None) => return Err(ApiError::upstream_key_required()),
+        (Byok::Optional | Byok::Required, Some(k)) => ctx.byok_key = Some(k.to_string()),
+        _ => {}
+    }
+
+    if let Some(allowed) = key.models.clone() {
+        let has_body =
+            declared.is_some_and(|l| l > 0) || header(session, "transfer-encoding").is_some();
+        if has_body {
+            if let Some(kind) =
+                header(session, "content-type").and_then(BodyKind::from_content_type)
+            {
+                ctx.model_gate = Some(ModelGate::new(allowed, kind));
+            }
+        }
+    }
+    Ok(Admission::Proxy)
+}
+
+/// Sends what `admit` decided the gateway answers itself; returns the status sent.
+pub async fn answer(
+    app: &App,
+    session: &mut Session,
+    ctx: &RequestCtx,
+    admission: Result<Admission, ApiError>,
+) -> pingora::Result<Option<u16>> {
+    let response = match admission {
+        Ok(Admission::Proxy) => return Ok(None),
+        Ok(Admission::Json(status, value)) => LocalResponse::json(status, &value)?,
+        Ok(Admission::Preflight) => {
+            let requested = header(session, "access-control-request-headers").map(str::to_owned);
+            let header = app.headers.preflight(requested.as_deref())?;
+            LocalResponse {
+                header,
+                body: bytes::Bytes::new(),
+            }
+        }
+        Err(err) => LocalResponse::error(&err)?,
+    };
+    let status = response
+        .send(session, &app.headers, &ctx.request_id, ctx.tls)
+        .await?;
+    Ok(Some(status))
+}

@@ -1,0 +1,87 @@
+//! Per-request state carried through the Pingora phases.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use rand::distr::{Alphanumeric, SampleString};
+
+use crate::metrics::GaugeGuard;
+use crate::store::KeyRecord;
+
+use super::model_gate::ModelGate;
+use super::respond::ApiError;
+use super::upstream::Pool;
+
+pub struct RequestCtx {
+    pub request_id: String,
+    pub started: Instant,
+    /// Bounded route name for metrics.
+    pub route: &'static str,
+    pub tls: bool,
+    pub key: Option<Arc<KeyRecord>>,
+    /// Where the request goes: a configured pool or an `X-Host-Final` host.
+    pub pool: Option<Arc<Pool>>,
+    /// The caller's own provider key (BYOK); never logged.
+    pub byok_key: Option<String>,
+    /// Backends already tried for this request, a bit each.
+    pub tried: u64,
+    pub backend: Option<usize>,
+    pub model_gate: Option<ModelGate>,
+    pub max_body_bytes: u64,
+    pub body_bytes: u64,
+    pub upstream_sent: Option<Instant>,
+    pub upstream_done: Option<Instant>,
+    pub upstream_status: Option<u16>,
+    pub response_bytes: u64,
+    /// The error to answer when a phase fails on purpose (413 mid-body, model refused).
+    pub error: Option<ApiError>,
+    /// Status of a response the gateway made itself.
+    pub local_status: Option<u16>,
+    pub active: Option<GaugeGuard>,
+    pub stream: Option<GaugeGuard>,
+}
+
+impl RequestCtx {
+    pub fn new() -> Self {
+        RequestCtx {
+            request_id: String::new(),
+            started: Instant::now(),
+            route: "other",
+            tls: false,
+            key: None,
+            pool: None,
+            byok_key: None,
+            tried: 0,
+            backend: None,
+            model_gate: None,
+            max_body_bytes: u64::MAX,
+            body_bytes: 0,
+            upstream_sent: None,
+            upstream_done: None,
+            upstream_status: None,
+            response_bytes: 0,
+            error: None,
+            local_status: None,
+            active: None,
+            stream: None,
+        }
+    }
+
+    pub fn upstream_name(&self) -> &str {
+        self.pool.as_ref().map_or("", |p| p.name.as_str())
+    }
+}
+
+impl Default for RequestCtx {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `req_` and 24 random characters: unique enough to grep logs across machines.
+pub fn new_request_id() -> String {
+    let mut id = String::with_capacity(28);
+    id.push_str("req_");
+    Alphanumeric.append_string(&mut rand::rng(), &mut id, 24);
+    id
+}

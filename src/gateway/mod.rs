@@ -1,0 +1,336 @@
+//! The gateway: Pingora's `ProxyHttp` phases, each handing its work to one module.
+
+pub mod access_log;
+pub mod admission;
+pub mod ctx;
+pub mod local;
+pub mod model_gate;
+pub mod observe;
+pub mod respond;
+pub mod rewrite;
+pub mod route;
+pub mod upstream;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{ErrorSource, ErrorType};
+
+use crate::app::App;
+use crate::metrics::GaugeGuard;
+use ctx::RequestCtx;
+use model_gate::Verdict;
+use respond::{ApiError, LocalResponse};
+
+pub struct Gateway {
+    pub app: Arc<App>,
+}
+
+/// Marks an error as one the gateway chose (its answer is in `ctx.error`).
+fn refuse(ctx: &mut RequestCtx, err: ApiError) -> Box<Error> {
+    let status = err.status;
+    ctx.error = Some(err);
+    Error::new(ErrorType::HTTPStatus(status))
+}
+
+/// The client-facing error for a failed upstream attempt.
+fn classify_failure(e: &Error, upstream: &str) -> Option<ApiError> {
+    match e.etype() {
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
+            Some(ApiError::upstream_timeout(upstream))
+        }
+        _ if *e.esource() == ErrorSource::Downstream => None,
+        ErrorType::HTTPStatus(code) if *code < 500 => Some(ApiError::new(
+            *code,
+            "invalid_request_error",
+            "invalid_request",
+            "Bad request.",
+        )),
+        _ if *e.esource() == ErrorSource::Upstream => {
+            Some(ApiError::upstream_unavailable(upstream))
+        }
+        _ => Some(ApiError::internal()),
+    }
+}
+
+fn failure_kind(e: &Error) -> &'static str {
+    match e.etype() {
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
+            "timeout"
+        }
+        ErrorType::ConnectRefused
+        | ErrorType::ConnectNoRoute
+        | ErrorType::ConnectError
+        | ErrorType::ConnectProxyFailure
+        | ErrorType::TLSHandshakeFailure
+        | ErrorType::TLSHandshakeTimedout
+        | ErrorType::InvalidCert => "connect",
+        _ => "read",
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::new()
+    }
+
+    /// Request id, start instant, TLS flag and the active-request gauge.
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.request_id = ctx::new_request_id();
+        ctx.started = Instant::now();
+        ctx.active = Some(GaugeGuard::new(&self.app.metrics.active_requests));
+        ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        ctx.route = route::route_label(session.req_header().uri.path());
+        Ok(())
+    }
+
+    /// Preflight, local routes, key check and routing (see `admission`). `Ok(true)` when the
+    /// gateway answered itself.
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let admission = admission::admit(&self.app, session, ctx).await;
+        let answered = admission::answer(&self.app, session, ctx, admission).await?;
+        ctx.local_status = answered;
+        Ok(answered.is_some())
+    }
+
+    /// The next backend of the request's pool that this request has not tried yet.
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let Some(pool) = ctx.pool.clone() else {
+            return Err(refuse(ctx, ApiError::internal()));
+        };
+        while let Some(index) = pool.pick(ctx.tried) {
+            ctx.tried |= 1 << index;
+            match pool.peer(index, &self.app.resolver).await {
+                Ok(peer) => {
+                    ctx.backend = Some(index);
+                    return Ok(Box::new(peer));
+                }
+                Err(e) => {
+                    log::warn!(
+                        "{}: cannot resolve backend {index} of {}: {e}",
+                        ctx.request_id,
+                        pool.name
+                    );
+                    pool.record_failure(index);
+                    self.app
+                        .metrics
+                        .upstream_errors
+                        .with_label_values(&[&pool.name, "dns"])
+                        .inc();
+                }
+            }
+        }
+        Err(refuse(ctx, ApiError::upstream_unavailable(&pool.name)))
+    }
+
+    /// Nothing was sent yet: mark the backend and move on to the next one, if any is left.
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let (Some(pool), Some(index)) = (&ctx.pool, ctx.backend) {
+            pool.record_failure(index);
+            self.app
+                .metrics
+                .upstream_errors
+                .with_label_values(&[&pool.name, failure_kind(&e)])
+                .inc();
+            let untried = pool.backends.len().min(64) > ctx.tried.count_ones() as usize;
+            e.set_retry(untried);
+        }
+        e
+    }
+
+    /// Credentials, `Host`, path and hop-by-hop headers (see `rewrite`).
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        req: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let (Some(pool), Some(index)) = (ctx.pool.clone(), ctx.backend) else {
+            return Err(refuse(ctx, ApiError::internal()));
+        };
+        let key = ctx.byok_key.as_deref().or_else(|| pool.next_key());
+        rewrite::rewrite_upstream_request(req, &pool.backends[index], key, &ctx.request_id)?;
+        ctx.upstream_sent = Some(Instant::now());
+        Ok(())
+    }
+
+    /// The body size cap, and the model allow-list, which holds the body back until checked.
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(chunk) = body.as_ref() {
+            ctx.body_bytes += chunk.len() as u64;
+            if ctx.body_bytes > ctx.max_body_bytes {
+                return Err(refuse(ctx, ApiError::request_too_large(ctx.max_body_bytes)));
+            }
+        }
+        let Some(gate) = ctx.model_gate.as_mut() else {
+            return Ok(());
+        };
+        if let Some(chunk) = body.take() {
+            gate.hold(&chunk);
+        }
+        if !end_of_stream {
+            // An empty chunk tells Pingora "nothing yet" without ending the upstream body.
+            *body = Some(Bytes::new());
+            return Ok(());
+        }
+        match gate.verdict() {
+            Verdict::Allowed => {
+                *body = Some(Bytes::from(gate.take_body()));
+                Ok(())
+            }
+            Verdict::ModelNotAllowed(model) => {
+                Err(refuse(ctx, ApiError::model_not_allowed(&model)))
+            }
+            Verdict::Malformed(why) => Err(refuse(ctx, ApiError::invalid_request(why))),
+        }
+    }
+
+    /// A response arrived: the backend is alive; streams are counted.
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.upstream_status = Some(resp.status.as_u16());
+        if let (Some(pool), Some(index)) = (&ctx.pool, ctx.backend) {
+            pool.record_success(index);
+            if resp.status.is_server_error() {
+                self.app
+                    .metrics
+                    .upstream_errors
+                    .with_label_values(&[&pool.name, "status"])
+                    .inc();
+            }
+        }
+        let is_stream = resp
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("text/event-stream"));
+        if is_stream {
+            ctx.stream = Some(GaugeGuard::new(&self.app.metrics.active_streams));
+        }
+        Ok(())
+    }
+
+    /// Request id, CORS and security headers on proxied responses.
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let origin = session
+            .req_header()
+            .headers
+            .get("origin")
+            .and_then(|v| v.to_str().ok());
+        self.app
+            .headers
+            .decorate(resp, &ctx.request_id, origin, ctx.tls);
+        Ok(())
+    }
+
+    /// Marks when the upstream finished sending.
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        if end_of_stream {
+            ctx.upstream_done = Some(Instant::now());
+        }
+        Ok(None)
+    }
+
+    /// Counts what reached the client. Synchronous: no I/O here.
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        if let Some(chunk) = body {
+            ctx.response_bytes += chunk.len() as u64;
+        }
+        Ok(None)
+    }
+
+    /// Metrics and the access-log line.
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        observe::finish(&self.app, session, ctx, e);
+        ctx.stream = None;
+    }
+
+    /// The OpenAI-shaped answer for whatever failed, unless the response was already started
+    /// or the client is gone.
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let chosen = ctx.error.take();
+        let err = chosen.or_else(|| classify_failure(e, ctx.upstream_name()));
+        let Some(err) = err.filter(|_| session.response_written().is_none()) else {
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        };
+        if err.status >= 500 {
+            log::warn!("{}: {} ({e})", ctx.request_id, err.code);
+        }
+        let sent = match LocalResponse::error(&err) {
+            Ok(resp) => {
+                resp.send(session, &self.app.headers, &ctx.request_id, ctx.tls)
+                    .await
+            }
+            Err(build) => Err(build),
+        };
+        let error_code = match sent {
+            Ok(status) => status,
+            Err(write) => {
+                log::debug!("{}: error response not delivered: {write}", ctx.request_id);
+                0
+            }
+        };
+        ctx.local_status = Some(error_code);
+        FailToProxy {
+            error_code,
+            can_reuse_downstream: false,
+        }
+    }
+}

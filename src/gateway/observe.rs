@@ -1,0 +1,73 @@
+//! The `logging` phase: metrics and the access-log line, once per request.
+
+use std::time::Instant;
+
+use pingora::proxy::Session;
+use serde_json::json;
+
+use crate::app::App;
+
+use super::ctx::RequestCtx;
+
+/// The status the client saw; 0 when no response was written (the client left first).
+fn final_status(session: &Session, ctx: &RequestCtx) -> u16 {
+    session
+        .response_written()
+        .map(|r| r.status.as_u16())
+        .or(ctx.local_status)
+        .unwrap_or(0)
+}
+
+pub fn finish(app: &App, session: &Session, ctx: &RequestCtx, error: Option<&pingora::Error>) {
+    let now = Instant::now();
+    let status = final_status(session, ctx);
+    let total = now.duration_since(ctx.started);
+    let upstream = ctx.upstream_sent.map(|sent| {
+        ctx.upstream_done
+            .unwrap_or(now)
+            .saturating_duration_since(sent)
+    });
+
+    let m = &app.metrics;
+    let status_label = status.to_string();
+    m.requests_total
+        .with_label_values(&[ctx.route, status_label.as_str()])
+        .inc();
+    m.request_duration
+        .with_label_values(&[ctx.route])
+        .observe(total.as_secs_f64());
+    if let Some(upstream) = upstream {
+        m.upstream_duration
+            .with_label_values(&[ctx.upstream_name()])
+            .observe(upstream.as_secs_f64());
+    }
+    m.overhead.observe(
+        total
+            .saturating_sub(upstream.unwrap_or_default())
+            .as_secs_f64(),
+    );
+
+    if !app.access_log.enabled() {
+        return;
+    }
+    let req = session.req_header();
+    // The query may carry a key (`/prompt/…?key=`): log the path only.
+    let line = json!({
+        "ts": crate::time::rfc3339(crate::time::now_unix()),
+        "request_id": ctx.request_id,
+        "method": req.method.as_str(),
+        "path": req.uri.path(),
+        "status": status,
+        "duration_ms": (total.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
+        "upstream": ctx.pool.as_ref().map(|p| p.name.as_str()),
+        "upstream_status": ctx.upstream_status,
+        "upstream_ms": upstream.map(|d| (d.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0),
+        "key_id": ctx.key.as_ref().map(|k| k.id.as_str()),
+        "user": ctx.key.as_ref().map(|k| k.user.as_str()),
+        "bytes_in": ctx.body_bytes,
+        "bytes_out": ctx.response_bytes,
+        "client": session.client_addr().map(|a| a.to_string()),
+        "error": error.map(|e| e.etype().as_str()),
+    });
+    app.access_log.write(line.to_string());
+}

@@ -1,0 +1,307 @@
+//! Everything the gateway answers itself: OpenAI-shaped errors (SPEC §4), local JSON
+//! responses, CORS preflights, and the headers every response carries (SPEC §3.7).
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora::proxy::Session;
+use serde_json::json;
+
+use crate::config::CorsSection;
+
+/// Headers a browser client may read from our responses.
+const EXPOSED_HEADERS: &str = "x-tollgate-request-id, x-request-id, x-ratelimit-limit-requests, \
+x-ratelimit-remaining-requests, x-ratelimit-reset-requests, x-ratelimit-limit-tokens, \
+x-ratelimit-remaining-tokens, x-ratelimit-reset-tokens, retry-after, retry-after-ms, \
+x-should-retry, idempotent-replayed";
+
+/// An error the gateway itself answers, in the shape OpenAI clients parse.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: u16,
+    pub kind: &'static str,
+    pub code: &'static str,
+    pub message: String,
+    pub param: Option<&'static str>,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl ApiError {
+    pub fn new(
+        status: u16,
+        kind: &'static str,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        ApiError {
+            status,
+            kind,
+            code,
+            message: message.into(),
+            param: None,
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn with_param(mut self, param: &'static str) -> Self {
+        self.param = Some(param);
+        self
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    pub fn invalid_request(message: impl Into<String>) -> Self {
+        Self::new(400, "invalid_request_error", "invalid_request", message)
+    }
+
+    pub fn invalid_api_key() -> Self {
+        Self::new(
+            401,
+            "invalid_request_error",
+            "invalid_api_key",
+            "Incorrect or missing API key. Pass a Tollgate key as `Authorization: Bearer sk-tg-…`.",
+        )
+    }
+
+    pub fn key_expired() -> Self {
+        Self::new(
+            401,
+            "invalid_request_error",
+            "key_expired",
+            "This API key has expired.",
+        )
+    }
+
+    pub fn key_disabled() -> Self {
+        Self::new(
+            403,
+            "permission_error",
+            "key_disabled",
+            "This API key is disabled.",
+        )
+    }
+
+    pub fn model_not_allowed(model: &str) -> Self {
+        Self::new(
+            403,
+            "permission_error",
+            "model_not_allowed",
+            format!("This API key may not use the model `{model}`."),
+        )
+        .with_param("model")
+    }
+
+    pub fn host_not_allowed(host: &str) -> Self {
+        Self::new(
+            403,
+            "permission_error",
+            "host_not_allowed",
+            format!("X-Host-Final `{host}` is not an allowed host."),
+        )
+    }
+
+    pub fn not_found(path: &str) -> Self {
+        Self::new(
+            404,
+            "invalid_request_error",
+            "not_found",
+            format!("No route for {path}."),
+        )
+    }
+
+    pub fn request_too_large(limit: u64) -> Self {
+        Self::new(
+            413,
+            "invalid_request_error",
+            "request_too_large",
+            format!("The request body exceeds the limit of {limit} bytes."),
+        )
+    }
+
+    pub fn upstream_key_required() -> Self {
+        Self::new(
+            400,
+            "invalid_request_error",
+            "upstream_key_required",
+            "This gateway requires your own provider key in `X-Upstream-Key`.",
+        )
+    }
+
+    pub fn upstream_unavailable(upstream: &str) -> Self {
+        Self::new(
+            502,
+            "upstream_error",
+            "upstream_unavailable",
+            format!("No backend of upstream `{upstream}` could be reached."),
+        )
+    }
+
+    pub fn upstream_timeout(upstream: &str) -> Self {
+        Self::new(
+            504,
+            "upstream_error",
+            "upstream_timeout",
+            format!("Upstream `{upstream}` did not answer in time."),
+        )
+    }
+
+    pub fn service_unavailable(message: impl Into<String>) -> Self {
+        Self::new(503, "server_error", "service_unavailable", message)
+    }
+
+    pub fn internal() -> Self {
+        Self::new(
+            500,
+            "server_error",
+            "internal_error",
+            "The gateway failed to handle this request.",
+        )
+    }
+
+    pub fn body(&self) -> Vec<u8> {
+        json!({"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}})
+            .to_string()
+            .into_bytes()
+    }
+}
+
+/// CORS and security headers, decided once from the configuration.
+pub struct HeaderPolicy {
+    /// `None`: every origin (`*`). `Some(list)`: only these, echoed back.
+    allowed_origins: Option<Vec<String>>,
+    max_age_s: u64,
+    security_headers: bool,
+}
+
+impl HeaderPolicy {
+    pub fn new(cors: Option<&CorsSection>, security_headers: bool) -> Self {
+        let allowed_origins = cors
+            .filter(|c| !c.allow_origins.iter().any(|o| o == "*"))
+            .map(|c| c.allow_origins.clone());
+        HeaderPolicy {
+            allowed_origins,
+            max_age_s: cors.map_or(86400, |c| c.max_age_s),
+            security_headers,
+        }
+    }
+
+    /// Adds request id, CORS and security headers. `origin` is the request's `Origin`.
+    pub fn decorate(
+        &self,
+        resp: &mut ResponseHeader,
+        request_id: &str,
+        origin: Option<&str>,
+        tls: bool,
+    ) {
+        let _ = resp.insert_header("x-tollgate-request-id", request_id);
+        match &self.allowed_origins {
+            None => {
+                let _ = resp.insert_header("access-control-allow-origin", "*");
+            }
+            Some(list) => {
+                resp.remove_header("access-control-allow-origin");
+                if let Some(origin) = origin.filter(|o| list.iter().any(|a| a == o)) {
+                    let _ = resp.insert_header("access-control-allow-origin", origin);
+                    let _ = resp.append_header("vary", "Origin");
+                }
+            }
+        }
+        let _ = resp.insert_header("access-control-expose-headers", EXPOSED_HEADERS);
+        if self.security_headers {
+            let _ = resp.insert_header("x-content-type-options", "nosniff");
+            let _ = resp.insert_header("x-frame-options", "DENY");
+            let _ = resp.insert_header("referrer-policy", "strict-origin-when-cross-origin");
+            let _ = resp.insert_header(
+                "content-security-policy",
+                "default-src 'none'; frame-ancestors 'none'",
+            );
+            let _ = resp.insert_header(
+                "permissions-policy",
+                "camera=(), microphone=(), geolocation=(), payment=(), usb=()",
+            );
+            if tls {
+                let _ = resp.insert_header(
+                    "strict-transport-security",
+                    "max-age=31536000; includeSubDomains",
+                );
+            }
+        }
+    }
+
+    /// The preflight answer: 204 with what the browser asked to be allowed.
+    pub fn preflight(&self, requested_headers: Option<&str>) -> Result<ResponseHeader> {
+        let mut resp = ResponseHeader::build(204, Some(6))?;
+        resp.insert_header(
+            "access-control-allow-methods",
+            "GET, POST, PUT, PATCH, DELETE, OPTIONS",
+        )?;
+        resp.insert_header(
+            "access-control-allow-headers",
+            requested_headers.unwrap_or(
+                "authorization, content-type, idempotency-key, x-host-final, x-upstream-key, openai-organization, openai-project",
+            ),
+        )?;
+        resp.insert_header("access-control-max-age", self.max_age_s.to_string())?;
+        resp.insert_header("content-length", "0")?;
+        Ok(resp)
+    }
+}
+
+/// A response the gateway makes itself: its headers and body, before decoration.
+pub struct LocalResponse {
+    pub header: ResponseHeader,
+    pub body: Bytes,
+}
+
+impl LocalResponse {
+    pub fn new(status: u16, content_type: &str, body: impl Into<Bytes>) -> Result<Self> {
+        let body = body.into();
+        let mut header = ResponseHeader::build(status, Some(8))?;
+        header.insert_header("content-type", content_type)?;
+        header.insert_header("content-length", body.len().to_string())?;
+        header.insert_header("cache-control", "no-store")?;
+        Ok(LocalResponse { header, body })
+    }
+
+    pub fn json(status: u16, value: &serde_json::Value) -> Result<Self> {
+        Self::new(status, "application/json", value.to_string())
+    }
+
+    pub fn error(err: &ApiError) -> Result<Self> {
+        let mut resp = Self::new(err.status, "application/json", err.body())?;
+        for (name, value) in &err.headers {
+            resp.header.insert_header(*name, value.as_str())?;
+        }
+        Ok(resp)
+    }
+
+    /// Writes the response, with `x-request-id` since the gateway made it.
+    pub async fn send(
+        mut self,
+        session: &mut Session,
+        policy: &HeaderPolicy,
+        request_id: &str,
+        tls: bool,
+    ) -> Result<u16> {
+        let origin = session
+            .req_header()
+            .headers
+            .get("origin")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        policy.decorate(&mut self.header, request_id, origin.as_deref(), tls);
+        self.header.insert_header("x-request-id", request_id)?;
+        let status = self.header.status.as_u16();
+        let head_only = session.req_header().method == http::Method::HEAD || self.body.is_empty();
+        session
+            .write_response_header(Box::new(self.header), head_only)
+            .await?;
+        if !head_only {
+            session.write_response_body(Some(self.body), true).await?;
+        }
+        Ok(status)
+    }
+}

@@ -1,0 +1,150 @@
+//! Tollgate: an edge gateway for OpenAI-compatible APIs, built on Pingora.
+//!
+//! `build_server` turns a validated configuration into a Pingora `Server` with its services:
+//! the public proxy listeners, the admin API, the metrics endpoint, and background services
+//! for storage and health checks. `main.rs` only parses the command line and calls it.
+
+pub mod accounts;
+pub mod admin;
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod gateway;
+pub mod health;
+pub mod metrics;
+pub mod store;
+pub mod time;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::prelude::*;
+use pingora::server::configuration::ServerConf;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::{background_service, BackgroundService};
+use pingora::services::listening::Service;
+
+use app::App;
+use config::Config;
+use store::Store;
+
+/// How long a starting process waits for sled's lock (held by the process it replaces).
+const STORE_OPEN_WAIT: Duration = Duration::from_secs(60);
+
+/// Opens sled once Pingora has forked (sled's lock and flusher thread do not survive a fork),
+/// publishes it, and flushes it on shutdown.
+struct StoreService {
+    app: Arc<App>,
+}
+
+#[async_trait]
+impl BackgroundService for StoreService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let storage = self.app.config.storage.clone();
+        let opened = tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&storage.path)
+                .map_err(|e| store::StoreError(format!("{}: {e}", storage.path.display())))?;
+            Store::open(&storage.path, storage.cache_mb, STORE_OPEN_WAIT)
+        })
+        .await;
+        let store = match opened {
+            Ok(Ok(store)) => Arc::new(store),
+            Ok(Err(e)) => {
+                log::error!("cannot open storage: {e}");
+                std::process::exit(1);
+            }
+            Err(e) => {
+                log::error!("cannot open storage: {e}");
+                std::process::exit(1);
+            }
+        };
+        match store.hosts() {
+            Ok(hosts) => {
+                for host in hosts {
+                    let name = host.host.clone();
+                    if let Err(e) = self.app.hosts.set_added(host) {
+                        log::error!("stored host {name} is invalid and ignored: {e}");
+                    }
+                }
+            }
+            Err(e) => log::error!("cannot read stored hosts: {e}"),
+        }
+        self.app.store.set(store.clone());
+        log::info!("storage open at {}", self.app.config.storage.path.display());
+        let _ = shutdown.changed().await;
+        if let Err(e) = tokio::task::spawn_blocking(move || store.flush()).await {
+            log::error!("final storage flush failed: {e}");
+        }
+    }
+}
+
+fn server_conf(config: &Config, daemon: bool) -> ServerConf {
+    ServerConf {
+        threads: config.server.threads.max(1),
+        pid_file: config.server.pid_file.clone(),
+        upgrade_sock: config.server.upgrade_sock.clone(),
+        grace_period_seconds: Some(config.server.grace_period_seconds),
+        graceful_shutdown_timeout_seconds: Some(config.server.graceful_shutdown_timeout_seconds),
+        daemon,
+        ..ServerConf::default()
+    }
+}
+
+/// The whole gateway as a Pingora server, ready for `run_forever`.
+pub fn build_server(config: Config, daemon: bool, upgrade: bool) -> Result<Server, String> {
+    let opt = Opt {
+        upgrade,
+        daemon,
+        ..Opt::default()
+    };
+    let conf = server_conf(&config, daemon);
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+    let app = App::new(config)?;
+
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        gateway::Gateway { app: app.clone() },
+        "tollgate",
+    );
+    for (i, listener) in app.config.listen.iter().enumerate() {
+        match &listener.tls {
+            None => proxy.add_tcp(&listener.addr),
+            Some(tls) => proxy
+                .add_tls(&listener.addr, &tls.cert, &tls.key)
+                .map_err(|e| format!("listen[{i}].tls: {e}"))?,
+        }
+    }
+    server.add_service(proxy);
+
+    if let Some(admin) = &app.config.admin {
+        let mut service = Service::new(
+            "admin".to_string(),
+            admin::server::AdminApp {
+                app: app.clone(),
+                token: admin.token.clone(),
+            },
+        );
+        service.add_tcp(&admin.listen);
+        server.add_service(service);
+    }
+    if let Some(metrics) = &app.config.metrics {
+        let mut service = Service::new(
+            "metrics".to_string(),
+            metrics::MetricsApp(app.metrics.clone()),
+        );
+        service.add_tcp(&metrics.listen);
+        server.add_service(service);
+    }
+    server.add_service(background_service(
+        "storage",
+        StoreService { app: app.clone() },
+    ));
+    server.add_service(background_service(
+        "health checks",
+        health::HealthChecks { app },
+    ));
+    Ok(server)
+}

@@ -1,0 +1,303 @@
+//! sled repositories. One `Store` per process, opened after Pingora has forked (sled holds an
+//! exclusive lock and a flusher thread, neither of which survives a fork) and reached through
+//! a [`StoreSlot`] that request handlers can wait on during the first moments of start-up.
+//!
+//! Records are JSON in their trees: easy to inspect with a debugger and to evolve with serde
+//! defaults. Every write that the admin API acknowledges is flushed before the reply.
+
+mod records;
+
+pub use records::{HostRecord, KeyRecord, UserRecord};
+
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+#[derive(Debug)]
+pub struct StoreError(pub String);
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError(format!("storage: {e}"))
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        StoreError(format!("corrupt record: {e}"))
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+pub struct Store {
+    db: sled::Db,
+    users: sled::Tree,
+    keys: sled::Tree,
+    /// SHA-256 of a key secret -> key id. A rotated key keeps a second entry during its grace.
+    key_hashes: sled::Tree,
+    hosts: sled::Tree,
+}
+
+fn encode<T: Serialize>(value: &T) -> StoreResult<Vec<u8>> {
+    Ok(serde_json::to_vec(value)?)
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
+    Ok(serde_json::from_slice(bytes)?)
+}
+
+impl Store {
+    /// Opens (or creates) the database below `dir`. While another process still holds sled's
+    /// lock (the old process of a zero-downtime upgrade), the open is retried for `wait`.
+    pub fn open(dir: &Path, cache_mb: u64, wait: Duration) -> StoreResult<Store> {
+        let deadline = std::time::Instant::now() + wait;
+        let db = loop {
+            let attempt = sled::Config::new()
+                .path(dir.join("db"))
+                .cache_capacity(cache_mb.saturating_mul(1024 * 1024))
+                .flush_every_ms(Some(500))
+                .open();
+            match attempt {
+                Ok(db) => break db,
+                Err(sled::Error::Io(e)) if std::time::Instant::now() < deadline => {
+                    log::info!("storage busy ({e}), retrying");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        Ok(Store {
+            users: db.open_tree("users")?,
+            keys: db.open_tree("keys")?,
+            key_hashes: db.open_tree("key_hashes")?,
+            hosts: db.open_tree("hosts")?,
+            db,
+        })
+    }
+
+    /// Makes every write so far durable.
+    pub fn flush(&self) -> StoreResult<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    pub fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
+    // ---- users ----
+
+    pub fn user(&self, name: &str) -> StoreResult<Option<UserRecord>> {
+        self.users.get(name)?.map(|v| decode(&v)).transpose()
+    }
+
+    pub fn users(&self) -> StoreResult<Vec<UserRecord>> {
+        self.users.iter().values().map(|v| decode(&v?)).collect()
+    }
+
+    /// Inserts a user unless the name is taken; returns false when it is.
+    pub fn insert_user(&self, user: &UserRecord) -> StoreResult<bool> {
+        let created = self
+            .users
+            .compare_and_swap(
+                user.name.as_bytes(),
+                None as Option<&[u8]>,
+                Some(encode(user)?),
+            )?
+            .is_ok();
+        Ok(created)
+    }
+
+    pub fn put_user(&self, user: &UserRecord) -> StoreResult<()> {
+        self.users.insert(user.name.as_bytes(), encode(user)?)?;
+        Ok(())
+    }
+
+    /// Removes the user and every key of theirs; returns the removed keys.
+    pub fn remove_user(&self, name: &str) -> StoreResult<Option<Vec<KeyRecord>>> {
+        if self.users.remove(name)?.is_none() {
+            return Ok(None);
+        }
+        let keys = self.keys_of(Some(name))?;
+        for key in &keys {
+            self.remove_key(&key.id)?;
+        }
+        Ok(Some(keys))
+    }
+
+    // ---- keys ----
+
+    pub fn key(&self, id: &str) -> StoreResult<Option<KeyRecord>> {
+        self.keys.get(id)?.map(|v| decode(&v)).transpose()
+    }
+
+    pub fn key_by_hash(&self, hash: &str) -> StoreResult<Option<KeyRecord>> {
+        match self.key_hashes.get(hash)? {
+            Some(id) => self.key(&String::from_utf8_lossy(&id)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn keys_of(&self, user: Option<&str>) -> StoreResult<Vec<KeyRecord>> {
+        let mut out = Vec::new();
+        for value in self.keys.iter().values() {
+            let key: KeyRecord = decode(&value?)?;
+            if user.is_none_or(|u| key.user == u) {
+                out.push(key);
+            }
+        }
+        out.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(out)
+    }
+
+    /// Writes a key record and makes its hash index match it: the current hash, and the
+    /// previous one while a rotation grace lasts.
+    pub fn put_key(&self, key: &KeyRecord, old: Option<&KeyRecord>) -> StoreResult<()> {
+        if let Some(old) = old {
+            for hash in old.hashes() {
+                if !key.hashes().any(|h| h == hash) {
+                    self.key_hashes.remove(hash)?;
+                }
+            }
+        }
+        for hash in key.hashes() {
+            self.key_hashes.insert(hash, key.id.as_bytes())?;
+        }
+        self.keys.insert(key.id.as_bytes(), encode(key)?)?;
+        Ok(())
+    }
+
+    pub fn remove_key(&self, id: &str) -> StoreResult<Option<KeyRecord>> {
+        let Some(old) = self.keys.remove(id)? else {
+            return Ok(None);
+        };
+        let key: KeyRecord = decode(&old)?;
+        for hash in key.hashes() {
+            self.key_hashes.remove(hash)?;
+        }
+        Ok(Some(key))
+    }
+
+    // ---- hosts ----
+
+    pub fn hosts(&self) -> StoreResult<Vec<HostRecord>> {
+        self.hosts.iter().values().map(|v| decode(&v?)).collect()
+    }
+
+    pub fn put_host(&self, host: &HostRecord) -> StoreResult<()> {
+        self.hosts.insert(host.host.as_bytes(), encode(host)?)?;
+        Ok(())
+    }
+
+    pub fn remove_host(&self, host: &str) -> StoreResult<bool> {
+        Ok(self.hosts.remove(host)?.is_some())
+    }
+}
+
+/// The process's store once it is open. Request paths read it lock-free; the few requests
+/// that arrive before sled is open wait for it a bounded time.
+#[derive(Default)]
+pub struct StoreSlot {
+    store: OnceLock<Arc<Store>>,
+    opened: tokio::sync::Notify,
+}
+
+impl StoreSlot {
+    pub fn get(&self) -> Option<&Arc<Store>> {
+        self.store.get()
+    }
+
+    pub fn set(&self, store: Arc<Store>) {
+        if self.store.set(store).is_ok() {
+            self.opened.notify_waiters();
+        }
+    }
+
+    /// The store, waiting up to `limit` for it to open.
+    pub async fn wait(&self, limit: Duration) -> Option<&Arc<Store>> {
+        if let Some(store) = self.store.get() {
+            return Some(store);
+        }
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let notified = self.opened.notified();
+            if let Some(store) = self.store.get() {
+                return Some(store);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.store.get();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_store() -> (Store, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!(
+            "tollgate-store-test-{}-{}",
+            std::process::id(),
+            crate::time::now_unix_ms()
+        ));
+        let store = Store::open(&dir, 8, Duration::from_secs(1)).unwrap();
+        (store, dir)
+    }
+
+    fn key(id: &str, user: &str, hash: &str) -> KeyRecord {
+        KeyRecord {
+            id: id.into(),
+            user: user.into(),
+            hash: hash.into(),
+            ..KeyRecord::default()
+        }
+    }
+
+    #[test]
+    fn rotation_grace_keeps_both_hashes_until_rewritten() {
+        let (store, dir) = temp_store();
+        let k = key("key_a", "alice", "h1");
+        store.put_key(&k, None).unwrap();
+        let mut rotated = k.clone();
+        rotated.prev_hash = Some("h1".into());
+        rotated.prev_valid_until = Some(10);
+        rotated.hash = "h2".into();
+        store.put_key(&rotated, Some(&k)).unwrap();
+        assert_eq!(store.key_by_hash("h1").unwrap().unwrap().id, "key_a");
+        assert_eq!(store.key_by_hash("h2").unwrap().unwrap().id, "key_a");
+        let mut settled = rotated.clone();
+        settled.prev_hash = None;
+        store.put_key(&settled, Some(&rotated)).unwrap();
+        assert!(store.key_by_hash("h1").unwrap().is_none());
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn removing_a_user_removes_their_keys() {
+        let (store, dir) = temp_store();
+        let user = UserRecord {
+            name: "alice".into(),
+            ..UserRecord::default()
+        };
+        assert!(store.insert_user(&user).unwrap());
+        assert!(!store.insert_user(&user).unwrap());
+        store.put_key(&key("key_a", "alice", "h1"), None).unwrap();
+        store.put_key(&key("key_b", "bob", "h2"), None).unwrap();
+        let removed = store.remove_user("alice").unwrap().unwrap();
+        assert_eq!(removed.len(), 1);
+        assert!(store.key_by_hash("h1").unwrap().is_none());
+        assert!(store.key_by_hash("h2").unwrap().is_some());
+        std::fs::remove_dir_all(dir).ok();
+    }
+}

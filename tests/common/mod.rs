@@ -1,0 +1,290 @@
+//! Shared fixtures for the end-to-end tests: a running `tollgate` binary on free loopback
+//! ports with its own data directory, pointed at a mock OpenAI upstream.
+#![allow(dead_code)]
+
+pub mod mock;
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// A port nobody listens on right now (the OS picks it; we release it for the gateway).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "tollgate-e2e-{tag}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Polls `check` until it holds or `limit` passes.
+pub async fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    check()
+}
+
+/// The configuration of a test gateway; `{…}` placeholders are filled by `start`.
+pub struct GatewayConfig {
+    /// The `upstreams:` section (and `routes:` if wanted), verbatim YAML.
+    pub upstreams: String,
+    /// More top-level sections, verbatim YAML.
+    pub extra: String,
+    pub with_admin: bool,
+}
+
+impl GatewayConfig {
+    /// One upstream `openai` at `upstream_url` with one provider key.
+    pub fn new(upstream_url: &str) -> Self {
+        GatewayConfig {
+            upstreams: format!(
+                "upstreams:\n  openai:\n    backends: [\"{upstream_url}\"]\n    keys: [sk-upstream-test]\n    connect_timeout_ms: 1000\n    read_timeout_ms: 5000\n"
+            ),
+            extra: String::new(),
+            with_admin: true,
+        }
+    }
+
+    pub fn upstreams(mut self, yaml: &str) -> Self {
+        self.upstreams = yaml.to_string();
+        self
+    }
+
+    pub fn extra(mut self, yaml: &str) -> Self {
+        self.extra.push_str(yaml);
+        if !yaml.ends_with('\n') {
+            self.extra.push('\n');
+        }
+        self
+    }
+}
+
+pub struct TestGateway {
+    child: Option<Child>,
+    pub dir: PathBuf,
+    pub config_path: PathBuf,
+    pub port: u16,
+    pub admin_port: u16,
+    pub metrics_port: u16,
+    pub http: reqwest::Client,
+}
+
+impl TestGateway {
+    pub async fn start(config: GatewayConfig) -> TestGateway {
+        let dir = temp_dir("gw");
+        let (port, admin_port, metrics_port) = (free_port(), free_port(), free_port());
+        let admin = if config.with_admin {
+            format!("admin:\n  listen: 127.0.0.1:{admin_port}\n  token: {ADMIN_TOKEN}\n")
+        } else {
+            String::new()
+        };
+        let yaml = format!(
+            "server:\n  threads: 2\n  pid_file: {d}/tollgate.pid\n  upgrade_sock: {d}/upgrade.sock\n  grace_period_seconds: 0\n  graceful_shutdown_timeout_seconds: 1\nlisten:\n  - addr: 127.0.0.1:{port}\n{admin}metrics:\n  listen: 127.0.0.1:{metrics_port}\nstorage:\n  path: {d}/data\n  cache_mb: 8\n{ups}{extra}",
+            d = dir.display(),
+            ups = config.upstreams,
+            extra = config.extra,
+        );
+        let config_path = dir.join("tollgate.yaml");
+        std::fs::write(&config_path, yaml).unwrap();
+        let mut gw = TestGateway {
+            child: None,
+            dir,
+            config_path,
+            port,
+            admin_port,
+            metrics_port,
+            http: reqwest::Client::builder().no_proxy().build().unwrap(),
+        };
+        gw.spawn().await;
+        gw
+    }
+
+    /// Starts the binary and waits until it serves (and, with an admin API, until its
+    /// storage is open).
+    pub async fn spawn(&mut self) {
+        let stdout = std::fs::File::create(self.dir.join("stdout.log")).unwrap();
+        let stderr = std::fs::File::create(self.dir.join("stderr.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(["serve", "-c"])
+            .arg(&self.config_path)
+            .env("RUST_LOG", "warn,tollgate=info")
+            .stdout(Stdio::from(stdout))
+            .stderr(Stdio::from(stderr))
+            .spawn()
+            .expect("spawn tollgate");
+        self.child = Some(child);
+        let ready = self.wait_ready(Duration::from_secs(30)).await;
+        assert!(ready, "gateway did not start; stderr:\n{}", self.stderr());
+    }
+
+    async fn wait_ready(&mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    eprintln!("gateway exited early: {status}");
+                    return false;
+                }
+            }
+            let status_ok = self
+                .http
+                .get(self.url("/status"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200);
+            let store_ok = self.admin_port == 0
+                || self
+                    .http
+                    .get(self.admin_url("/admin/users"))
+                    .bearer_auth(ADMIN_TOKEN)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200);
+            if status_ok && store_ok {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        false
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin_port)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stdout.log")).unwrap_or_default()
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
+    }
+
+    /// Stops the process (SIGKILL: tests that need a graceful stop send their own signal).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("http://127.0.0.1:{}/metrics", self.metrics_port))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// An admin API call; returns status and JSON body (Null when empty).
+    pub async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self
+            .http
+            .request(method, self.admin_url(path))
+            .bearer_auth(ADMIN_TOKEN);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, value)
+    }
+
+    /// Creates a user and returns its first key (secret).
+    pub async fn create_user(&self, name: &str) -> String {
+        let (status, body) = self.admin("POST", "/admin/users", Some(json!({"name": name}))).await;
+        assert_eq!(status, 201, "{body}");
+        body["key"]["key"].as_str().unwrap().to_string()
+    }
+
+    /// Creates a key for an existing user with extra fields; returns (id, secret).
+    pub async fn create_key(&self, user: &str, spec: Value) -> (String, String) {
+        let (status, body) = self
+            .admin("POST", &format!("/admin/users/{user}/keys"), Some(spec))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        (
+            body["id"].as_str().unwrap().to_string(),
+            body["key"].as_str().unwrap().to_string(),
+        )
+    }
+
+    pub fn post(&self, path: &str, key: &str) -> reqwest::RequestBuilder {
+        self.http.post(self.url(path)).bearer_auth(key)
+    }
+
+    pub fn get(&self, path: &str, key: &str) -> reqwest::RequestBuilder {
+        self.http.get(self.url(path)).bearer_auth(key)
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A raw HTTP/1.1 exchange, for what reqwest would not send (bad framing, early hang-up).
+pub fn raw_request(addr: SocketAddr, request: &[u8]) -> String {
+    use std::io::Write;
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream.write_all(request).unwrap();
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub fn chat_body(model: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": "Say hello"}]})
+}
+
+pub fn path_exists(p: &Path) -> bool {
+    p.exists()
+}

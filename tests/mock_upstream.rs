@@ -1,0 +1,846 @@
+//! Tests of the mock OpenAI upstream itself (tests/common/mock.rs), so the
+//! gateway tests built on it can trust what it does.
+
+#[path = "common/mock.rs"]
+mod mock;
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use mock::{MockUpstream, Mode};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// Split a whole SSE body into events (without the trailing blank line).
+fn split_events(body: &str) -> Vec<String> {
+    body.split("\n\n")
+        .filter(|e| !e.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The JSON of a `data:` event; None for `[DONE]`.
+fn data_json(event: &str) -> Option<Value> {
+    let data = event.lines().find_map(|l| l.strip_prefix("data: "))?;
+    serde_json::from_str(data).ok()
+}
+
+async fn post_json(
+    mock: &MockUpstream,
+    path: &str,
+    body: Value,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut req = client().post(format!("{}{path}", mock.url())).json(&body);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn chat_completion_json() {
+    let mock = MockUpstream::start().await;
+    let body = json!({"model": "gpt-4o", "messages": [
+        {"role": "system", "content": "abcd"},
+        {"role": "user", "content": [{"type": "text", "text": "efghi"}]}
+    ]});
+    let resp = post_json(&mock, "/v1/chat/completions", body.clone(), &[]).await;
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .starts_with("req_mock_"));
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["object"], "chat.completion");
+    assert_eq!(v["model"], "gpt-4o");
+    assert!(v["id"].as_str().unwrap().starts_with("chatcmpl-"));
+    assert!(v["created"].as_u64().unwrap() > 1_600_000_000);
+    assert_eq!(v["choices"][0]["message"]["role"], "assistant");
+    assert_eq!(v["choices"][0]["message"]["content"], "Hello from mock");
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    // 9 bytes of content -> ceil(9 / 4) = 3 prompt tokens.
+    assert_eq!(v["usage"]["prompt_tokens"], 3);
+    assert_eq!(v["usage"]["completion_tokens"], 3);
+    assert_eq!(v["usage"]["total_tokens"], 6);
+
+    // Recorded as received.
+    assert_eq!(mock.request_count(), 1);
+    let rec = &mock.requests()[0];
+    assert_eq!(rec.method, "POST");
+    assert_eq!(rec.path, "/v1/chat/completions");
+    assert_eq!(rec.header("Content-Type"), Some("application/json"));
+    assert_eq!(rec.json().unwrap(), body);
+
+    // Path prefix, default model, x-mock-chunks.
+    let resp = post_json(
+        &mock,
+        "/base/v1/chat/completions?x=1",
+        json!({"messages": []}),
+        &[("x-mock-chunks", "5")],
+    )
+    .await;
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["model"], "gpt-4o-mini");
+    assert_eq!(
+        v["choices"][0]["message"]["content"],
+        "tok0 tok1 tok2 tok3 tok4 "
+    );
+    assert_eq!(v["usage"]["prompt_tokens"], 1);
+    assert_eq!(v["usage"]["completion_tokens"], 5);
+    assert_eq!(mock.requests()[1].path, "/base/v1/chat/completions?x=1");
+}
+
+#[tokio::test]
+async fn invalid_json_and_unknown_url() {
+    let mock = MockUpstream::start().await;
+    let resp = client()
+        .post(format!("{}/v1/chat/completions", mock.url()))
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "invalid_request_error");
+
+    let resp = client()
+        .get(format!("{}/v2/nothing", mock.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "invalid_request_error");
+    assert_eq!(v["error"]["code"], "unknown_url");
+    assert_eq!(v["error"]["param"], Value::Null);
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("/v2/nothing"));
+}
+
+#[tokio::test]
+async fn chat_stream_shape_and_usage_only_when_asked() {
+    let mock = MockUpstream::start().await;
+    let req =
+        json!({"model": "m1", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let resp = post_json(
+        &mock,
+        "/v1/chat/completions",
+        req,
+        &[("x-mock-delay-ms", "0")],
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    assert!(resp.headers().get("content-length").is_none());
+    let events = split_events(&resp.text().await.unwrap());
+    // role + 3 pieces + finish + [DONE]
+    assert_eq!(events.len(), 6, "{events:?}");
+    assert_eq!(events.last().unwrap(), "data: [DONE]");
+    let chunks: Vec<Value> = events.iter().filter_map(|e| data_json(e)).collect();
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, "tok0 tok1 tok2 ");
+    assert_eq!(chunks[4]["choices"][0]["finish_reason"], "stop");
+    for c in &chunks {
+        assert_eq!(c["object"], "chat.completion.chunk");
+        assert_eq!(c["model"], "m1");
+        assert!(c.get("usage").is_none(), "no usage unless asked: {c}");
+    }
+
+    let req = json!({"stream": true, "stream_options": {"include_usage": true},
+                     "messages": [{"role": "user", "content": "hello world!"}]});
+    let resp = post_json(
+        &mock,
+        "/v1/chat/completions",
+        req,
+        &[("x-mock-chunks", "2")],
+    )
+    .await;
+    let events = split_events(&resp.text().await.unwrap());
+    // role + 2 pieces + finish + usage + [DONE]
+    assert_eq!(events.len(), 6, "{events:?}");
+    assert_eq!(events.last().unwrap(), "data: [DONE]");
+    let chunks: Vec<Value> = events.iter().filter_map(|e| data_json(e)).collect();
+    let usage_chunk = chunks.last().unwrap();
+    assert_eq!(usage_chunk["choices"], json!([]));
+    assert_eq!(
+        usage_chunk["usage"],
+        json!({"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5,
+               "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+               "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
+                   "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}})
+    );
+    for c in &chunks[..chunks.len() - 1] {
+        assert_eq!(c["usage"], Value::Null);
+        assert!(c.get("usage").is_some());
+    }
+}
+
+// Multi-threaded: the producer task and the connection race for real.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sse_arrives_incrementally() {
+    let mock = MockUpstream::start().await;
+    let req = json!({"stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let resp = post_json(
+        &mock,
+        "/v1/chat/completions",
+        req,
+        &[("x-mock-delay-ms", "150"), ("x-mock-chunks", "3")],
+    )
+    .await;
+    let mut body = resp.bytes_stream();
+    let first = body.next().await.unwrap().unwrap();
+    let first_at = Instant::now();
+    let first = String::from_utf8(first.to_vec()).unwrap();
+    // The first HTTP chunk is exactly the role event, not the whole stream.
+    assert_eq!(split_events(&first).len(), 1, "{first:?}");
+    assert!(first.contains("\"role\":\"assistant\""));
+
+    let mut rest = String::new();
+    let mut reads = 0;
+    while let Some(chunk) = body.next().await {
+        rest.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+        reads += 1;
+    }
+    // 5 more events, 150 ms apart: the tail arrived well after the head,
+    // and in several pieces.
+    assert!(first_at.elapsed() >= Duration::from_millis(600));
+    assert!(reads >= 5, "events were coalesced: {reads} reads");
+    assert!(rest.ends_with("data: [DONE]\n\n"));
+    assert_eq!(split_events(&rest).len(), 5);
+}
+
+#[tokio::test]
+async fn completions_embeddings_models() {
+    let mock = MockUpstream::start().await;
+    let v: Value = post_json(&mock, "/v1/completions", json!({"prompt": "12345678"}), &[])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["object"], "text_completion");
+    assert_eq!(v["choices"][0]["text"], "Hello from mock");
+    assert_eq!(v["usage"]["prompt_tokens"], 2);
+
+    let req = json!({"prompt": "x", "stream": true, "stream_options": {"include_usage": true}});
+    let text = post_json(&mock, "/v1/completions", req, &[("x-mock-delay-ms", "0")])
+        .await
+        .text()
+        .await
+        .unwrap();
+    let events = split_events(&text);
+    // 3 pieces + finish + usage + [DONE]
+    assert_eq!(events.len(), 6, "{events:?}");
+    let chunks: Vec<Value> = events.iter().filter_map(|e| data_json(e)).collect();
+    let joined: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["text"].as_str())
+        .collect();
+    assert_eq!(joined, "tok0 tok1 tok2 ");
+    assert_eq!(chunks[3]["choices"][0]["finish_reason"], "stop");
+    assert_eq!(chunks[4]["usage"]["completion_tokens"], 3);
+
+    let v: Value = post_json(
+        &mock,
+        "/v1/embeddings",
+        json!({"input": ["a", "bb"], "model": "e"}),
+        &[],
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(v["object"], "list");
+    assert_eq!(v["model"], "e");
+    assert_eq!(v["data"].as_array().unwrap().len(), 2);
+    assert_eq!(v["data"][1]["index"], 1);
+    assert_eq!(v["data"][0]["embedding"].as_array().unwrap().len(), 8);
+    assert_eq!(v["usage"], json!({"prompt_tokens": 2, "total_tokens": 2}));
+    let v2: Value = post_json(
+        &mock,
+        "/v1/embeddings",
+        json!({"input": ["a", "bb"], "model": "e"}),
+        &[],
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(v["data"], v2["data"], "embeddings are deterministic");
+
+    let v: Value = client()
+        .get(format!("{}/v1/models", mock.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["object"], "list");
+    let ids: Vec<&str> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["gpt-4o-mini", "gpt-4o", "gpt-image-1"]);
+    assert_eq!(v["data"][0]["owned_by"], "mock");
+
+    let resp = client()
+        .get(format!("{}/v1/models/gpt-4o", mock.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["id"], "gpt-4o");
+    assert_eq!(v["object"], "model");
+    let resp = client()
+        .get(format!("{}/v1/models/nope", mock.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+}
+
+#[tokio::test]
+async fn responses_api() {
+    let mock = MockUpstream::start().await;
+    let v: Value = post_json(
+        &mock,
+        "/v1/responses",
+        json!({"model": "gpt-4o", "input": "abcdefgh"}),
+        &[],
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(v["object"], "response");
+    assert_eq!(v["status"], "completed");
+    assert_eq!(v["output"][0]["content"][0]["type"], "output_text");
+    assert_eq!(v["output"][0]["content"][0]["text"], "Hello from mock");
+    assert_eq!(v["usage"]["input_tokens"], 2);
+    assert_eq!(v["usage"]["output_tokens"], 3);
+    assert_eq!(v["usage"]["total_tokens"], 5);
+
+    let text = post_json(
+        &mock,
+        "/v1/responses",
+        json!({"input": [{"role": "user", "content": "hi"}], "stream": true}),
+        &[("x-mock-delay-ms", "0"), ("x-mock-chunks", "2")],
+    )
+    .await
+    .text()
+    .await
+    .unwrap();
+    let events = split_events(&text);
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e.lines().next().unwrap().strip_prefix("event: ").unwrap())
+        .collect();
+    assert_eq!(kinds.first(), Some(&"response.created"));
+    assert_eq!(kinds.last(), Some(&"response.completed"));
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| **k == "response.output_text.delta")
+            .count(),
+        2
+    );
+    let datas: Vec<Value> = events.iter().map(|e| data_json(e).unwrap()).collect();
+    for (i, (kind, d)) in kinds.iter().zip(&datas).enumerate() {
+        assert_eq!(d["type"], *kind);
+        assert_eq!(d["sequence_number"], i);
+    }
+    let deltas: String = datas
+        .iter()
+        .filter_map(|d| d.get("delta").and_then(Value::as_str))
+        .collect();
+    assert_eq!(deltas, "tok0 tok1 ");
+    let done = &datas.last().unwrap()["response"];
+    assert_eq!(done["status"], "completed");
+    assert_eq!(done["usage"]["input_tokens"], 1);
+    assert_eq!(done["usage"]["output_tokens"], 2);
+    assert_eq!(done["output"][0]["content"][0]["text"], "tok0 tok1 ");
+}
+
+#[tokio::test]
+async fn images_generations_b64_and_url() {
+    let mock = MockUpstream::start().await;
+    let v: Value = post_json(
+        &mock,
+        "/v1/images/generations",
+        json!({"prompt": "a cat", "n": 2, "size": "1024x1024", "model": "gpt-image-1"}),
+        &[],
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(v["data"].as_array().unwrap().len(), 2);
+    assert_eq!(v["data"][0]["b64_json"], mock::base64_encode(mock::PNG_1X1));
+    assert!(v["created"].as_u64().is_some());
+    assert_eq!(v["usage"]["input_tokens"], 2);
+    assert_eq!(v["usage"]["output_tokens"], 544);
+    assert_eq!(v["usage"]["total_tokens"], 546);
+    // base64 of the PNG signature.
+    assert!(v["data"][0]["b64_json"]
+        .as_str()
+        .unwrap()
+        .starts_with("iVBORw0KGgo"));
+
+    let v: Value = post_json(
+        &mock,
+        "/v1/images/generations",
+        json!({"prompt": "a cat", "response_format": "url"}),
+        &[],
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let url = v["data"][0]["url"].as_str().unwrap();
+    assert_eq!(url, format!("{}/files/img.png", mock.url()));
+    let resp = client().get(url).send().await.unwrap();
+    assert_eq!(resp.headers()["content-type"], "image/png");
+    assert_eq!(resp.bytes().await.unwrap().as_ref(), mock::PNG_1X1);
+}
+
+#[tokio::test]
+async fn multipart_echo() {
+    let mock = MockUpstream::start().await;
+    let image: Vec<u8> = (0..=255u8).cycle().take(3000).collect();
+    let form = reqwest::multipart::Form::new()
+        .text("prompt", "add a hat; please")
+        .text("n", "2")
+        .text("model", "gpt-image-1")
+        .part(
+            "image",
+            reqwest::multipart::Part::bytes(image.clone())
+                .file_name("in put.png")
+                .mime_str("image/png")
+                .unwrap(),
+        );
+    let resp = client()
+        .post(format!("{}/v1/images/edits", mock.url()))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["data"].as_array().unwrap().len(), 2);
+    assert!(v["data"][0]["b64_json"].is_string());
+    let received = &v["received"];
+    assert_eq!(
+        received["fields"],
+        json!({"prompt": "add a hat; please", "n": "2", "model": "gpt-image-1"})
+    );
+    let file = &received["files"]["image"];
+    assert_eq!(file["filename"], "in put.png");
+    assert_eq!(file["bytes"], 3000);
+    assert_eq!(file["checksum"], mock::checksum(&image));
+    assert_eq!(file["content_type"], "image/png");
+    assert_eq!(received["parts"].as_array().unwrap().len(), 4);
+    assert_eq!(v["usage"]["input_tokens_details"]["image_tokens"], 65);
+
+    let audio = vec![7u8; 2048];
+    let form = reqwest::multipart::Form::new()
+        .text("model", "gpt-4o-transcribe")
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(audio.clone()).file_name("a.mp3"),
+        );
+    let v: Value = client()
+        .post(format!("{}/v1/audio/transcriptions", mock.url()))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["text"], "mock transcription");
+    assert_eq!(v["received"]["fields"]["model"], "gpt-4o-transcribe");
+    assert_eq!(v["received"]["files"]["file"]["bytes"], 2048);
+    assert_eq!(v["received"]["files"]["file"]["checksum"], 7 * 2048);
+    assert_eq!(v["usage"]["input_tokens"], 2);
+
+    // Not multipart -> OpenAI-style 400.
+    let resp = post_json(&mock, "/v1/audio/transcriptions", json!({}), &[]).await;
+    assert_eq!(resp.status(), 400);
+}
+
+#[tokio::test]
+async fn speech_bytes_are_deterministic() {
+    let mock = MockUpstream::start().await;
+    let req = json!({"model": "tts-1", "input": "Say hello", "voice": "alloy"});
+    let resp = post_json(&mock, "/v1/audio/speech", req.clone(), &[]).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "audio/mpeg");
+    let bytes = resp.bytes().await.unwrap();
+    assert_eq!(bytes.len(), 64 * 1024);
+    assert_eq!(bytes.as_ref(), mock::speech_bytes("Say hello").as_slice());
+    let again = post_json(&mock, "/v1/audio/speech", req, &[])
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(bytes, again);
+    assert_ne!(mock::speech_bytes("a"), mock::speech_bytes("ab"));
+}
+
+#[tokio::test]
+async fn echo_reports_the_request() {
+    let mock = MockUpstream::start().await;
+    let resp = client()
+        .put(format!("{}/prefix/echo?a=1&b=2", mock.url()))
+        .header("x-custom", "one")
+        .header("authorization", "Bearer sk-test")
+        .body(vec![1u8, 2, 3, 250])
+        .send()
+        .await
+        .unwrap();
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["method"], "PUT");
+    assert_eq!(v["path"], "/prefix/echo");
+    assert_eq!(v["query"], "a=1&b=2");
+    assert_eq!(v["headers"]["x-custom"], "one");
+    assert_eq!(v["headers"]["authorization"], "Bearer sk-test");
+    assert_eq!(v["body_len"], 4);
+    assert_eq!(v["body_checksum"], 256);
+
+    let v: Value = client()
+        .get(format!("{}/echo", mock.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["method"], "GET");
+    assert_eq!(v["query"], Value::Null);
+}
+
+#[tokio::test]
+async fn header_knobs_status_and_first_byte_delay() {
+    let mock = MockUpstream::start().await;
+    let resp = post_json(
+        &mock,
+        "/v1/chat/completions",
+        json!({}),
+        &[("x-mock-status", "429")],
+    )
+    .await;
+    assert_eq!(resp.status(), 429);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "rate_limit_exceeded");
+    let resp = post_json(
+        &mock,
+        "/v1/embeddings",
+        json!({}),
+        &[("x-mock-status", "503")],
+    )
+    .await;
+    assert_eq!(resp.status(), 503);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "server_error");
+
+    let started = Instant::now();
+    let resp = post_json(
+        &mock,
+        "/v1/chat/completions",
+        json!({"messages": []}),
+        &[("x-mock-first-byte-delay-ms", "300")],
+    )
+    .await;
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn incomplete_request_is_not_recorded() {
+    let mock = MockUpstream::start().await;
+    let mut sock = TcpStream::connect(mock.addr()).await.unwrap();
+    sock.write_all(
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+          content-length: 100\r\n\r\n{\"model\":",
+    )
+    .await
+    .unwrap();
+    assert!(mock.wait_for_open_connections(1, WAIT).await);
+    drop(sock);
+    // Once the mock has seen the hang-up, the request can no longer complete.
+    assert!(mock.wait_for_open_connections(0, WAIT).await);
+    assert_eq!(mock.request_count(), 0);
+
+    // A complete request on a raw socket is recorded.
+    let mut sock = TcpStream::connect(mock.addr()).await.unwrap();
+    sock.write_all(b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\n\r\nabc")
+        .await
+        .unwrap();
+    assert!(mock.wait_for_requests(1, WAIT).await);
+    assert_eq!(mock.requests()[0].body, b"abc");
+}
+
+#[tokio::test]
+async fn mode_status() {
+    let mock = MockUpstream::start().await;
+    mock.set_mode(Mode::Status(503, r#"{"error":{"message":"down"}}"#.into()));
+    for path in ["/v1/chat/completions", "/v1/models"] {
+        let resp = client()
+            .post(format!("{}{path}", mock.url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 503);
+        assert_eq!(resp.headers()["content-type"], "application/json");
+        assert_eq!(
+            resp.text().await.unwrap(),
+            r#"{"error":{"message":"down"}}"#
+        );
+    }
+    mock.set_mode(Mode::Normal);
+    let resp = post_json(&mock, "/v1/chat/completions", json!({}), &[]).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(mock.request_count(), 3);
+}
+
+#[tokio::test]
+async fn mode_hang_records_and_never_answers() {
+    let mock = MockUpstream::start().await;
+    mock.set_mode(Mode::Hang);
+    let mut sock = TcpStream::connect(mock.addr()).await.unwrap();
+    sock.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}")
+        .await
+        .unwrap();
+    assert!(mock.wait_for_requests(1, WAIT).await);
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_millis(300), sock.read(&mut buf)).await;
+    assert!(read.is_err(), "hung request must get no bytes and no EOF");
+    assert_eq!(mock.open_connections(), 1);
+    // The client giving up frees the connection.
+    drop(sock);
+    assert!(mock.wait_for_open_connections(0, WAIT).await);
+
+    // reqwest sees a timeout.
+    let err = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap()
+        .get(format!("{}/v1/models", mock.url()))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout());
+}
+
+// Multi-threaded: the producer task and the connection race for real.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mode_drop_connection() {
+    let mock = MockUpstream::start().await;
+    mock.set_mode(Mode::DropConnection);
+    let mut sock = TcpStream::connect(mock.addr()).await.unwrap();
+    sock.write_all(b"GET /v1/models HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let n = tokio::time::timeout(WAIT, sock.read_to_end(&mut buf))
+        .await
+        .expect("socket closed")
+        .unwrap_or(0);
+    assert_eq!(
+        n,
+        0,
+        "no response bytes: {:?}",
+        String::from_utf8_lossy(&buf)
+    );
+    assert_eq!(mock.request_count(), 1);
+
+    let err = client()
+        .post(format!("{}/v1/chat/completions", mock.url()))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(!err.is_timeout());
+    assert_eq!(mock.request_count(), 2);
+}
+
+// Multi-threaded: the producer task and the connection race for real.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mode_stream_then_drop() {
+    let mock = MockUpstream::start().await;
+    mock.set_mode(Mode::StreamThenDrop {
+        events_before_drop: 2,
+    });
+    // Non-streaming requests are unaffected.
+    let resp = post_json(&mock, "/v1/chat/completions", json!({}), &[]).await;
+    assert_eq!(resp.status(), 200);
+    resp.json::<Value>().await.unwrap();
+
+    for delay in ["0", "20"] {
+        let req = json!({"stream": true, "messages": []});
+        let resp = post_json(
+            &mock,
+            "/v1/chat/completions",
+            req,
+            &[("x-mock-delay-ms", delay)],
+        )
+        .await;
+        assert_eq!(resp.status(), 200);
+        let mut body = resp.bytes_stream();
+        let mut received = String::new();
+        let mut error = None;
+        while let Some(chunk) = body.next().await {
+            match chunk {
+                Ok(b) => received.push_str(std::str::from_utf8(&b).unwrap()),
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
+            }
+        }
+        assert!(
+            error.is_some(),
+            "stream must end with an error, got {received:?}"
+        );
+        assert_eq!(split_events(&received).len(), 2, "{received:?}");
+        assert!(!received.contains("[DONE]"));
+    }
+
+    // Zero events: head arrives, then the body aborts.
+    mock.set_mode(Mode::StreamThenDrop {
+        events_before_drop: 0,
+    });
+    let req = json!({"stream": true, "messages": []});
+    let resp = post_json(&mock, "/v1/chat/completions", req, &[]).await;
+    assert_eq!(resp.status(), 200);
+    assert!(resp.bytes().await.is_err());
+
+    // The mock dropped these itself; they are not client cancellations.
+    assert_eq!(mock.cancelled_streams(), 0);
+}
+
+// Multi-threaded: the producer task and the connection race for real.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn client_disconnect_cancels_stream() {
+    let mock = MockUpstream::start().await;
+    let req = json!({"stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let resp = post_json(
+        &mock,
+        "/v1/chat/completions",
+        req,
+        &[("x-mock-delay-ms", "50"), ("x-mock-chunks", "100")],
+    )
+    .await;
+    let mut body = resp.bytes_stream();
+    let first = body.next().await.unwrap().unwrap();
+    assert!(first.starts_with(b"data: "));
+    assert_eq!(mock.cancelled_streams(), 0);
+    drop(body);
+    assert!(mock.wait_for_cancelled_streams(1, WAIT).await);
+    assert!(mock.wait_for_open_connections(0, WAIT).await);
+
+    // A stream read to the end is not a cancellation.
+    let req = json!({"stream": true, "messages": []});
+    let text = post_json(
+        &mock,
+        "/v1/chat/completions",
+        req,
+        &[("x-mock-delay-ms", "0")],
+    )
+    .await
+    .text()
+    .await
+    .unwrap();
+    assert!(text.ends_with("data: [DONE]\n\n"));
+    assert_eq!(mock.cancelled_streams(), 1);
+}
+
+#[tokio::test]
+async fn keep_alive_reuses_one_connection() {
+    let mock = MockUpstream::start().await;
+    let client = client();
+    for _ in 0..3 {
+        let resp = client
+            .get(format!("{}/v1/models", mock.url()))
+            .send()
+            .await
+            .unwrap();
+        resp.bytes().await.unwrap();
+    }
+    assert_eq!(mock.request_count(), 3);
+    assert_eq!(mock.open_connections(), 1);
+    drop(client);
+    assert!(mock.wait_for_open_connections(0, WAIT).await);
+}
+
+#[tokio::test]
+async fn wait_for_requests_times_out_and_wakes() {
+    let mock = MockUpstream::start().await;
+    assert!(!mock.wait_for_requests(1, Duration::from_millis(50)).await);
+    let url = mock.url();
+    let sender = tokio::spawn(async move {
+        client()
+            .get(format!("{url}/v1/models"))
+            .send()
+            .await
+            .unwrap();
+    });
+    assert!(mock.wait_for_requests(1, WAIT).await);
+    sender.await.unwrap();
+}
+
+#[tokio::test]
+async fn dropping_the_mock_closes_connections() {
+    let mock = MockUpstream::start().await;
+    let addr = mock.addr();
+    mock.set_mode(Mode::Hang);
+    let mut sock = TcpStream::connect(addr).await.unwrap();
+    sock.write_all(b"GET /v1/models HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(mock.wait_for_requests(1, WAIT).await);
+    drop(mock);
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(WAIT, sock.read(&mut buf))
+        .await
+        .expect("connection closed after drop")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+}
+
+#[tokio::test]
+async fn start_on_given_address() {
+    let probe = MockUpstream::start().await;
+    // Port in use -> error, not a panic.
+    assert!(MockUpstream::start_on(probe.addr()).await.is_err());
+    let mock = MockUpstream::start_on("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        mock.url(),
+        format!("http://127.0.0.1:{}", mock.addr().port())
+    );
+}
