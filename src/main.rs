@@ -24,8 +24,8 @@ fn load_config(path: &Path) -> Result<Config, ExitCode> {
 /// CLI interpolates them), so that variables the rest of the file needs may stay unset.
 fn admin_endpoint(path: &Path) -> Result<(String, String), String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let doc: serde_yaml::Value =
-        serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let doc =
+        Config::parse_uninterpolated(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     let field = |name: &str| {
         doc.get("admin")
             .and_then(|a| a.get(name))

@@ -35,6 +35,8 @@ pub struct RequestCtx {
     pub response_bytes: u64,
     /// The error to answer when a phase fails on purpose (413 mid-body, model refused).
     pub error: Option<ApiError>,
+    /// Set once `error` was answered: the failure was a refusal, not a fault.
+    pub refused_on_purpose: bool,
     /// Status of a response the gateway made itself.
     pub local_status: Option<u16>,
     pub active: Option<GaugeGuard>,
@@ -61,6 +63,7 @@ impl RequestCtx {
             upstream_status: None,
             response_bytes: 0,
             error: None,
+            refused_on_purpose: false,
             local_status: None,
             active: None,
             stream: None,

@@ -294,6 +294,39 @@ impl ProxyHttp for Gateway {
         ctx.stream = None;
     }
 
+    /// A failure after the connection was made: counted, and (as Pingora does by default)
+    /// retried only for idempotent methods whose body can be replayed.
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        if *e.esource() == ErrorSource::Upstream {
+            self.app
+                .metrics
+                .upstream_errors
+                .with_label_values(&[ctx.upstream_name(), failure_kind(&e)])
+                .inc();
+        }
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated()
+        {
+            e.set_retry(false);
+        } else {
+            e.retry.decide_reuse(client_reused);
+        }
+        e
+    }
+
+    /// Refusals the gateway chose and clients hanging up are answered or logged elsewhere;
+    /// Pingora's error log is kept for real failures.
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, e: &Error) -> bool {
+        ctx.refused_on_purpose || *e.esource() == ErrorSource::Downstream
+    }
+
     /// The OpenAI-shaped answer for whatever failed, unless the response was already started
     /// or the client is gone.
     async fn fail_to_proxy(
@@ -303,8 +336,13 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
         let chosen = ctx.error.take();
+        ctx.refused_on_purpose = chosen.is_some();
         let err = chosen.or_else(|| classify_failure(e, ctx.upstream_name()));
-        let Some(err) = err.filter(|_| session.response_written().is_none()) else {
+        // An interim `100 Continue` from the upstream does not stop us from answering.
+        let final_written = session
+            .response_written()
+            .is_some_and(|r| !r.status.is_informational());
+        let Some(err) = err.filter(|_| !final_written) else {
             return FailToProxy {
                 error_code: 0,
                 can_reuse_downstream: false,
@@ -313,6 +351,9 @@ impl ProxyHttp for Gateway {
         if err.status >= 500 {
             log::warn!("{}: {} ({e})", ctx.request_id, err.code);
         }
+        // Pingora does not reuse a client connection after a failure past peer selection, so say
+        // so: a pooled client must not send its next request on a connection about to close.
+        session.set_keepalive(None);
         let sent = match LocalResponse::error(&err) {
             Ok(resp) => {
                 resp.send(session, &self.app.headers, &ctx.request_id, ctx.tls)

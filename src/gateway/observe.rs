@@ -14,6 +14,7 @@ fn final_status(session: &Session, ctx: &RequestCtx) -> u16 {
     session
         .response_written()
         .map(|r| r.status.as_u16())
+        .filter(|s| *s >= 200)
         .or(ctx.local_status)
         .unwrap_or(0)
 }

@@ -237,7 +237,9 @@ impl TestGateway {
 
     /// Creates a user and returns its first key (secret).
     pub async fn create_user(&self, name: &str) -> String {
-        let (status, body) = self.admin("POST", "/admin/users", Some(json!({"name": name}))).await;
+        let (status, body) = self
+            .admin("POST", "/admin/users", Some(json!({"name": name})))
+            .await;
         assert_eq!(status, 201, "{body}");
         body["key"]["key"].as_str().unwrap().to_string()
     }
@@ -274,7 +276,9 @@ impl Drop for TestGateway {
 pub fn raw_request(addr: SocketAddr, request: &[u8]) -> String {
     use std::io::Write;
     let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     stream.write_all(request).unwrap();
     let mut out = Vec::new();
     let _ = stream.read_to_end(&mut out);

@@ -1,0 +1,95 @@
+//! Per-request costs of the gateway's own work, measured in isolation: key hashing and the
+//! warm key check, the upstream request rewrite, the route label, and the model gate.
+//!
+//! `cargo bench --bench hot_paths`
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use pingora::http::RequestHeader;
+
+use tollgate::auth::{generate_secret, hash_secret, hex, KeyDirectory};
+use tollgate::config::BackendUrl;
+use tollgate::gateway::model_gate::{BodyKind, ModelGate};
+use tollgate::gateway::rewrite::rewrite_upstream_request;
+use tollgate::gateway::route::route_label;
+use tollgate::gateway::upstream::Backend;
+use tollgate::store::{KeyRecord, Store, StoreSlot};
+
+fn key_check(c: &mut Criterion) {
+    let dir = std::env::temp_dir().join(format!("tollgate-bench-{}", std::process::id()));
+    let store = Arc::new(Store::open(&dir, 16, Duration::from_secs(1)).expect("open store"));
+    let secret = generate_secret("sk-tg-");
+    let record = KeyRecord {
+        id: "key_bench".into(),
+        user: "bench".into(),
+        hash: hex(&hash_secret(&secret)),
+        ..KeyRecord::default()
+    };
+    store.put_key(&record, None).expect("store key");
+    let slot = Arc::new(StoreSlot::default());
+    slot.set(store);
+    let directory = KeyDirectory::new(slot);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime
+        .block_on(directory.authenticate(&secret, 0))
+        .expect("warm the key");
+
+    c.bench_function("sha256 of a key", |b| {
+        b.iter(|| hash_secret(black_box(&secret)))
+    });
+    c.bench_function("warm key check", |b| {
+        b.iter(|| runtime.block_on(directory.authenticate(black_box(&secret), 0)))
+    });
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn rewrite(c: &mut Criterion) {
+    let backend = Backend::new(BackendUrl {
+        tls: true,
+        host: "api.openai.com".into(),
+        port: 443,
+        base_path: "/v1".into(),
+    });
+    let mut template =
+        RequestHeader::build("POST", b"/v1/chat/completions", None).expect("request");
+    for (name, value) in [
+        (
+            "authorization",
+            "Bearer sk-tg-0123456789012345678901234567890123456789",
+        ),
+        ("content-type", "application/json"),
+        ("user-agent", "OpenAI/Python 1.55.0"),
+        ("accept", "application/json"),
+        ("connection", "keep-alive"),
+    ] {
+        template.append_header(name, value).expect("header");
+    }
+    c.bench_function("upstream request rewrite", |b| {
+        b.iter(|| {
+            let mut req = template.clone();
+            rewrite_upstream_request(&mut req, &backend, Some("sk-provider"), "req_0123456789")
+        })
+    });
+    c.bench_function("route label", |b| {
+        b.iter(|| route_label(black_box("/v1/chat/completions")))
+    });
+}
+
+fn model_gate(c: &mut Criterion) {
+    let body = br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello to the benchmark"}],"temperature":0.2}"#;
+    c.bench_function("model gate on a small JSON body", |b| {
+        b.iter(|| {
+            let mut gate = ModelGate::new(vec!["gpt-4o-mini".into()], BodyKind::Json);
+            gate.hold(black_box(body));
+            gate.verdict()
+        })
+    });
+}
+
+criterion_group!(benches, key_check, rewrite, model_gate);
+criterion_main!(benches);

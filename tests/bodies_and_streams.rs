@@ -1,0 +1,559 @@
+//! Every body passes through unchanged (SPEC §3 `ANY /v1/…`): JSON, multipart uploads, binary
+//! responses and SSE streams; the body-size cap (§2 `limits.max_body_bytes`, §4 413); a client
+//! hanging up mid-stream ends the upstream request; upstream errors pass through (§4).
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::mock::{self, MockUpstream};
+use common::{GatewayConfig, TestGateway};
+use futures_util::StreamExt;
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Replaces the values that legitimately differ between two otherwise identical mock answers
+/// (timestamps and per-request ids) with `N`, leaving every other byte as it was.
+fn normalize(text: &str) -> String {
+    const VOLATILE: &[&str] = &[
+        "\"created\":",
+        "\"created_at\":",
+        "chatcmpl-mock",
+        "cmpl-mock",
+        "resp_mock",
+        "msg_mock",
+        "req_mock_",
+    ];
+    let mut out = text.to_string();
+    for prefix in VOLATILE {
+        let mut result = String::with_capacity(out.len());
+        let mut rest = out.as_str();
+        while let Some(at) = rest.find(prefix) {
+            let after = at + prefix.len();
+            result.push_str(&rest[..after]);
+            let digits = rest[after..].bytes().take_while(u8::is_ascii_digit).count();
+            if digits > 0 {
+                result.push('N');
+            }
+            rest = &rest[after + digits..];
+        }
+        result.push_str(rest);
+        out = result;
+    }
+    out
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// What the mock answers when asked directly: status, content type and body.
+async fn direct(
+    mock: &MockUpstream,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String, Bytes) {
+    let mut req = client()
+        .post(format!("{}{path}", mock.url()))
+        .header("content-type", "application/json")
+        .body(body.to_vec());
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let content_type = content_type(&resp);
+    (status, content_type, resp.bytes().await.unwrap())
+}
+
+fn content_type(resp: &reqwest::Response) -> String {
+    resp.headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+async fn setup(extra: &str) -> (MockUpstream, TestGateway, String) {
+    let mock = MockUpstream::start().await;
+    let gw = TestGateway::start(GatewayConfig::new(&mock.url()).extra(extra)).await;
+    let key = gw.create_user("bodies").await;
+    (mock, gw, key)
+}
+
+/// The value of an unlabelled gauge in Prometheus text.
+fn gauge(metrics: &str, name: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?.strip_prefix(' ')?;
+        rest.trim().parse().ok()
+    })
+}
+
+async fn active_streams(gw: &TestGateway) -> Option<f64> {
+    gauge(&gw.metrics().await, "tollgate_active_streams")
+}
+
+/// Polls an async condition until it holds or `limit` passes.
+async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn assert_gateway_error(body: &[u8], status_code: &str) {
+    let v: Value = serde_json::from_slice(body).unwrap_or_else(|e| {
+        panic!(
+            "error body is not JSON ({e}): {:?}",
+            String::from_utf8_lossy(body)
+        )
+    });
+    let err = &v["error"];
+    assert!(err["message"].is_string(), "{v}");
+    assert_eq!(err["type"], "invalid_request_error", "{v}");
+    assert_eq!(err["code"], status_code, "{v}");
+    assert!(err.get("param").is_some(), "`param` must be present: {v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_request_and_response_pass_byte_for_byte() {
+    let (mock, gw, key) = setup("").await;
+    // Odd whitespace, key order, number spellings and a trailing newline: any re-serialisation
+    // in the gateway would change these bytes.
+    let sent: &[u8] = b"{ \"messages\" :[ {\"content\" : \"Say  hello\",\"role\":\"user\"}],\n\t\"model\":\"gpt-4o-mini\" ,\"zeta\":{\"b\":1,\"a\":[1.0e0, 2 ]},  \"temperature\":0.50 }\n";
+
+    let resp = gw
+        .post("/v1/chat/completions", &key)
+        .header("content-type", "application/json")
+        .body(sent.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let via_gateway_type = content_type(&resp);
+    let via_gateway = resp.bytes().await.unwrap();
+
+    assert_eq!(mock.request_count(), 1);
+    let recorded = mock.last_request().unwrap();
+    assert_eq!(recorded.path, "/v1/chat/completions");
+    assert_eq!(
+        recorded.body,
+        sent,
+        "upstream got {:?}",
+        String::from_utf8_lossy(&recorded.body)
+    );
+    assert_eq!(recorded.header("content-type"), Some("application/json"));
+
+    let (status, direct_type, direct_body) = direct(&mock, "/v1/chat/completions", &[], sent).await;
+    assert_eq!(status, 200);
+    assert_eq!(via_gateway_type, direct_type);
+    let a = String::from_utf8(via_gateway.to_vec()).unwrap();
+    let b = String::from_utf8(direct_body.to_vec()).unwrap();
+    assert_eq!(normalize(&a), normalize(&b));
+    assert_eq!(
+        serde_json::from_str::<Value>(&a).unwrap()["choices"][0]["message"]["content"],
+        "Hello from mock"
+    );
+}
+
+/// 256 KiB in which every byte value occurs, in no simple repeating order.
+fn binary_file() -> Vec<u8> {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut data: Vec<u8> = (0..=255u8).collect();
+    data.extend((0..256 * 1023).map(|_| {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (state >> 56) as u8
+    }));
+    data
+}
+
+/// Sends a reqwest multipart form through the gateway and returns (bytes sent, content type
+/// sent, response).
+async fn send_multipart(
+    gw: &TestGateway,
+    key: &str,
+    path: &str,
+    form: reqwest::multipart::Form,
+) -> (Bytes, String, reqwest::Response) {
+    let mut req = gw.post(path, key).multipart(form).build().unwrap();
+    // Capture the exact bytes reqwest produces, then send those.
+    let body = req.body_mut().take().unwrap();
+    let bytes = body.collect().await.unwrap().to_bytes();
+    *req.body_mut() = Some(reqwest::Body::from(bytes.clone()));
+    let content_type = req.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(content_type.starts_with("multipart/form-data; boundary="));
+    let resp = gw.http.execute(req).await.unwrap();
+    (bytes, content_type, resp)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_uploads_pass_byte_for_byte() {
+    use reqwest::multipart::{Form, Part};
+    let (mock, gw, key) = setup("").await;
+    let file = binary_file();
+
+    // Image edit: an image file and text fields (one with non-ASCII text).
+    let form = Form::new()
+        .text("model", "gpt-image-1")
+        .text("prompt", "a cat wearing a hat — ünïcödé")
+        .text("size", "256x256")
+        .part(
+            "image",
+            Part::bytes(file.clone())
+                .file_name("input.png")
+                .mime_str("image/png")
+                .unwrap(),
+        );
+    let (sent, sent_type, resp) = send_multipart(&gw, &key, "/v1/images/edits", form).await;
+    let status = resp.status();
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(status, 200, "{v}");
+    let received = &v["received"];
+    assert_eq!(
+        received["files"]["image"]["bytes"],
+        file.len(),
+        "{received}"
+    );
+    assert_eq!(
+        received["files"]["image"]["checksum"],
+        mock::checksum(&file)
+    );
+    assert_eq!(received["files"]["image"]["filename"], "input.png");
+    assert_eq!(received["files"]["image"]["content_type"], "image/png");
+    assert_eq!(received["fields"]["model"], "gpt-image-1");
+    assert_eq!(
+        received["fields"]["prompt"],
+        "a cat wearing a hat — ünïcödé"
+    );
+    assert_eq!(received["fields"]["size"], "256x256");
+    assert_eq!(v["size"], "256x256");
+    let recorded = mock.last_request().unwrap();
+    assert_eq!(recorded.path, "/v1/images/edits");
+    assert_eq!(recorded.header("content-type"), Some(sent_type.as_str()));
+    assert_eq!(recorded.body.len(), sent.len());
+    assert!(recorded.body == sent, "multipart body changed on the way");
+
+    // Audio transcription: an audio file and text fields.
+    let form = Form::new()
+        .part(
+            "file",
+            Part::bytes(file.clone())
+                .file_name("speech.mp3")
+                .mime_str("audio/mpeg")
+                .unwrap(),
+        )
+        .text("model", "whisper-1")
+        .text("language", "en")
+        .text("response_format", "json");
+    let (sent, sent_type, resp) = send_multipart(&gw, &key, "/v1/audio/transcriptions", form).await;
+    let status = resp.status();
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["text"], "mock transcription");
+    let received = &v["received"];
+    assert_eq!(received["files"]["file"]["bytes"], file.len(), "{received}");
+    assert_eq!(received["files"]["file"]["checksum"], mock::checksum(&file));
+    assert_eq!(received["files"]["file"]["filename"], "speech.mp3");
+    assert_eq!(received["files"]["file"]["content_type"], "audio/mpeg");
+    assert_eq!(received["fields"]["model"], "whisper-1");
+    assert_eq!(received["fields"]["language"], "en");
+    assert_eq!(received["fields"]["response_format"], "json");
+    let recorded = mock.last_request().unwrap();
+    assert_eq!(recorded.path, "/v1/audio/transcriptions");
+    assert_eq!(recorded.header("content-type"), Some(sent_type.as_str()));
+    assert_eq!(recorded.body.len(), sent.len());
+    assert!(recorded.body == sent, "multipart body changed on the way");
+    assert_eq!(mock.request_count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_speech_response_passes_unchanged() {
+    let (_mock, gw, key) = setup("").await;
+    let input = "The quick brown fox jumped over the lazy dog.";
+    let resp = gw
+        .post("/v1/audio/speech", &key)
+        .json(&json!({"model": "gpt-4o-mini-tts", "input": input, "voice": "alloy"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(content_type(&resp), "audio/mpeg");
+    let audio = resp.bytes().await.unwrap();
+    let expected = mock::speech_bytes(input);
+    assert_eq!(audio.len(), expected.len());
+    assert!(audio == expected, "audio bytes changed on the way");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_over_max_body_bytes_is_refused_with_413() {
+    let (mock, gw, key) = setup("limits: { max_body_bytes: 1024 }").await;
+    let big = json!({
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": "x".repeat(2048)}]
+    })
+    .to_string();
+    assert!(big.len() > 2048);
+
+    // Declared with Content-Length.
+    let resp = gw
+        .post("/v1/chat/completions", &key)
+        .header("content-type", "application/json")
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    assert!(resp.headers().contains_key("x-tollgate-request-id"));
+    assert_gateway_error(&resp.bytes().await.unwrap(), "request_too_large");
+
+    // Chunked: the size is only known while the body streams in.
+    let chunks: Vec<Result<Bytes, std::io::Error>> = big
+        .as_bytes()
+        .chunks(256)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    let resp = gw
+        .post("/v1/chat/completions", &key)
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await
+        .expect("the client should get the 413, not a broken connection");
+    assert_eq!(resp.status(), 413);
+    assert_gateway_error(&resp.bytes().await.unwrap(), "request_too_large");
+
+    // If the gateway had opened an upstream request for the chunked body, that connection
+    // must end without a complete request.
+    assert!(
+        mock.wait_for_open_connections(0, WAIT).await,
+        "an upstream connection stayed open"
+    );
+    assert_eq!(
+        mock.request_count(),
+        0,
+        "the upstream received an oversized body"
+    );
+
+    // A body under the limit still goes through (and is the only one the upstream saw).
+    let small = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});
+    let resp = gw
+        .post("/v1/chat/completions", &key)
+        .json(&small)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(mock.request_count(), 1);
+    assert_eq!(mock.last_request().unwrap().json().unwrap(), small);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_events_reach_the_client_as_they_arrive() {
+    let (mock, gw, key) = setup("").await;
+    // The client asks for usage itself, so the gateway has nothing to add or remove and
+    // the transcript must pass unchanged.
+    let body = json!({
+        "model": "gpt-4o-mini",
+        "stream": true,
+        "stream_options": {"include_usage": true},
+        "messages": [{"role": "user", "content": "count to twenty"}]
+    })
+    .to_string();
+    let knobs = [("x-mock-chunks", "20"), ("x-mock-delay-ms", "100")];
+
+    let mut req = gw
+        .post("/v1/chat/completions", &key)
+        .header("content-type", "application/json")
+        .body(body.clone());
+    for (name, value) in knobs {
+        req = req.header(name, value);
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(content_type(&resp).starts_with("text/event-stream"));
+    let mut stream = resp.bytes_stream();
+
+    let first = stream.next().await.unwrap().unwrap();
+    let first_text = String::from_utf8(first.to_vec()).unwrap();
+    assert!(first_text.starts_with("data: "), "{first_text:?}");
+    assert!(
+        !first_text.contains("[DONE]"),
+        "the first read already held the whole stream: {first_text:?}"
+    );
+    // The upstream stream is still running while the client holds its first event.
+    assert_eq!(active_streams(&gw).await, Some(1.0));
+    assert_eq!(mock.cancelled_streams(), 0);
+
+    let mut transcript = first.to_vec();
+    let mut later_reads = 0;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.unwrap();
+        if !chunk.is_empty() {
+            later_reads += 1;
+        }
+        transcript.extend_from_slice(&chunk);
+    }
+    let transcript = String::from_utf8(transcript).unwrap();
+    assert!(transcript.ends_with("data: [DONE]\n\n"), "{transcript}");
+    // role + 20 pieces + finish + usage + [DONE] = 24 events, 100 ms apart upstream: a
+    // gateway that forwards events as they come delivers them in many separate reads.
+    let events = transcript.matches("data: ").count();
+    assert_eq!(events, 24, "{transcript}");
+    assert!(
+        later_reads >= events / 2,
+        "the remaining {} events came in only {later_reads} reads (buffered?)",
+        events - 1
+    );
+
+    let recorded = mock.last_request().unwrap();
+    assert_eq!(recorded.body, body.as_bytes());
+    let (status, _, direct_body) =
+        direct(&mock, "/v1/chat/completions", &knobs, body.as_bytes()).await;
+    assert_eq!(status, 200);
+    let direct_text = String::from_utf8(direct_body.to_vec()).unwrap();
+    assert_eq!(normalize(&transcript), normalize(&direct_text));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_hang_up_mid_stream_ends_the_upstream_request() {
+    let (mock, gw, key) = setup("").await;
+    let resp = gw
+        .post("/v1/chat/completions", &key)
+        .header("x-mock-chunks", "200")
+        .header("x-mock-delay-ms", "50")
+        .json(&json!({
+            "model": "gpt-4o-mini",
+            "stream": true,
+            "messages": [{"role": "user", "content": "talk for a while"}]
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut stream = resp.bytes_stream();
+    let first = stream.next().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("data: "));
+    assert_eq!(active_streams(&gw).await, Some(1.0));
+
+    // Hang up: the unread body cannot be reused, so the connection closes.
+    drop(stream);
+
+    assert!(
+        mock.wait_for_cancelled_streams(1, WAIT).await,
+        "the upstream stream kept running after the client left"
+    );
+    assert!(
+        eventually(WAIT, || async { active_streams(&gw).await == Some(0.0) }).await,
+        "tollgate_active_streams did not return to 0:\n{}",
+        gw.metrics().await
+    );
+    assert!(
+        eventually(WAIT, || async {
+            gauge(&gw.metrics().await, "tollgate_active_requests") == Some(0.0)
+        })
+        .await,
+        "tollgate_active_requests did not return to 0"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_api_stream_keeps_event_lines() {
+    let (mock, gw, key) = setup("").await;
+    let body = json!({"model": "gpt-4o-mini", "input": "Say hello", "stream": true}).to_string();
+    let knobs = [("x-mock-chunks", "4"), ("x-mock-delay-ms", "5")];
+    let mut req = gw
+        .post("/v1/responses", &key)
+        .header("content-type", "application/json")
+        .body(body.clone());
+    for (name, value) in knobs {
+        req = req.header(name, value);
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(content_type(&resp).starts_with("text/event-stream"));
+    let transcript = resp.text().await.unwrap();
+
+    for kind in [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+        "response.output_text.delta",
+        "response.output_text.done",
+        "response.completed",
+    ] {
+        assert!(
+            transcript.contains(&format!("event: {kind}\ndata: {{")),
+            "missing `event: {kind}` line:\n{transcript}"
+        );
+    }
+    assert_eq!(
+        transcript
+            .matches("event: response.output_text.delta\n")
+            .count(),
+        4
+    );
+    assert_eq!(mock.last_request().unwrap().body, body.as_bytes());
+
+    let (status, _, direct_body) = direct(&mock, "/v1/responses", &knobs, body.as_bytes()).await;
+    assert_eq!(status, 200);
+    let direct_text = String::from_utf8(direct_body.to_vec()).unwrap();
+    assert_eq!(normalize(&transcript), normalize(&direct_text));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_error_responses_pass_through_unchanged() {
+    let (mock, gw, key) = setup("").await;
+    let body = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
+        .to_string();
+    for status in ["429", "400", "500"] {
+        let resp = gw
+            .post("/v1/chat/completions", &key)
+            .header("content-type", "application/json")
+            .header("x-mock-status", status)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        let got_status = resp.status().as_u16();
+        let got_type = content_type(&resp);
+        let got = resp.bytes().await.unwrap();
+
+        let (want_status, want_type, want) = direct(
+            &mock,
+            "/v1/chat/completions",
+            &[("x-mock-status", status)],
+            body.as_bytes(),
+        )
+        .await;
+        assert_eq!(got_status.to_string(), status);
+        assert_eq!(got_status, want_status);
+        assert_eq!(got_type, want_type, "content type for {status}");
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(&want),
+            "body for {status}"
+        );
+    }
+}
