@@ -3,7 +3,6 @@
 //! affected keys from the hot-key cache — so a revoked key stops working with the reply.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -106,24 +105,11 @@ impl Accounts {
         }
     }
 
-    /// Runs a store operation off the async threads, after waiting for sled to be open.
     async fn with_store<T: Send + 'static>(
         &self,
         op: impl FnOnce(&Store) -> Result<T, AccountError> + Send + 'static,
     ) -> Result<T, AccountError> {
-        let store = self
-            .store
-            .wait(Duration::from_secs(10))
-            .await
-            .ok_or_else(|| AccountError::Storage("storage is not open".into()))?
-            .clone();
-        tokio::task::spawn_blocking(move || {
-            let out = op(&store)?;
-            store.flush()?;
-            Ok(out)
-        })
-        .await
-        .map_err(|e| AccountError::Storage(format!("storage task failed: {e}")))?
+        self.store.write(op).await
     }
 
     fn new_key_record(

@@ -7,7 +7,6 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use rand::distr::{Alphanumeric, SampleString};
 use sha2::{Digest, Sha256};
@@ -112,7 +111,7 @@ impl KeyDirectory {
     async fn load(&self, hash: [u8; 32]) -> Result<Arc<KeyRecord>, AuthError> {
         let store = self
             .store
-            .wait(Duration::from_secs(10))
+            .wait(crate::store::STORE_WAIT)
             .await
             .ok_or(AuthError::Unavailable)?
             .clone();

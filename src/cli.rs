@@ -405,134 +405,12 @@ pub fn parse_expiry(s: &str) -> Result<Expiry, String> {
         return Ok(Expiry::In(secs));
     }
     let t = s.trim();
-    if parse_rfc3339(t).is_some() || parse_date(t).is_some() {
+    if crate::time::parse_rfc3339(t).is_some() {
         return Ok(Expiry::At(t.to_string()));
     }
     Err(format!(
         "invalid expiry `{s}` (expected a duration such as 30d or 12h, or a date such as 2026-12-31)"
     ))
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date.
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let m = i64::from(m);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// (year, month, day) of a day count since 1970-01-01.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
-/// Formats unix seconds as an RFC 3339 UTC timestamp, e.g. `2026-11-22T13:00:00Z`.
-pub fn format_rfc3339(unix_secs: i64) -> String {
-    let days = unix_secs.div_euclid(86_400);
-    let rem = unix_secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-fn parse_date(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| -> Option<u32> {
-        let part = s.get(r)?;
-        if part.bytes().all(|c| c.is_ascii_digit()) {
-            part.parse().ok()
-        } else {
-            None
-        }
-    };
-    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    if !(1..=12).contains(&m) || d == 0 || d > days_in_month(i64::from(y), m) {
-        return None;
-    }
-    Some(days_from_civil(i64::from(y), m, d) * 86_400)
-}
-
-fn days_in_month(y: i64, m: u32) -> u32 {
-    match m {
-        4 | 6 | 9 | 11 => 30,
-        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
-        2 => 28,
-        _ => 31,
-    }
-}
-
-/// Parses an RFC 3339 timestamp (`Z` or `±HH:MM` offset, optional fraction) into unix seconds.
-pub fn parse_rfc3339(s: &str) -> Option<i64> {
-    let s = s.trim();
-    if s.len() < 20 || !s.is_char_boundary(10) || !s.is_char_boundary(11) {
-        return None;
-    }
-    let date = parse_date(&s[..10])?;
-    if !matches!(&s[10..11], "T" | "t" | " ") {
-        return None;
-    }
-    let rest = &s[11..];
-    let b = rest.as_bytes();
-    if b.len() < 9 || b[2] != b':' || b[5] != b':' {
-        return None;
-    }
-    let two = |i: usize| -> Option<i64> {
-        let p = rest.get(i..i + 2)?;
-        if p.bytes().all(|c| c.is_ascii_digit()) {
-            p.parse().ok()
-        } else {
-            None
-        }
-    };
-    let (h, mi, se) = (two(0)?, two(3)?, two(6)?);
-    if h > 23 || mi > 59 || se > 60 {
-        return None;
-    }
-    let mut tail = &rest[8..];
-    if let Some(frac) = tail.strip_prefix('.') {
-        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return None;
-        }
-        tail = &frac[digits..];
-    }
-    let offset = match tail {
-        "Z" | "z" => 0,
-        _ => {
-            let ob = tail.as_bytes();
-            if ob.len() != 6 || ob[3] != b':' || !(ob[0] == b'+' || ob[0] == b'-') {
-                return None;
-            }
-            let oh: i64 = tail.get(1..3)?.parse().ok()?;
-            let om: i64 = tail.get(4..6)?.parse().ok()?;
-            let o = oh * 3600 + om * 60;
-            if ob[0] == b'-' {
-                -o
-            } else {
-                o
-            }
-        }
-    };
-    Some(date + h * 3600 + mi * 60 + se - offset)
 }
 
 /// Replaces `${VAR}` and `${VAR:-default}` in `s` using `lookup` (the default applies when VAR
@@ -806,37 +684,6 @@ mod tests {
         );
         assert!(parse_expiry("tomorrow").is_err());
         assert!(parse_expiry("2026-02-30").is_err());
-    }
-
-    #[test]
-    fn rfc3339() {
-        assert_eq!(format_rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(format_rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(format_rfc3339(1_795_352_400), "2026-11-22T13:00:00Z");
-        assert_eq!(format_rfc3339(-1), "1969-12-31T23:59:59Z");
-        assert_eq!(format_rfc3339(4_107_542_399), "2100-02-28T23:59:59Z");
-        for t in [
-            0i64,
-            951_782_400,
-            1_795_352_400,
-            -86_401,
-            4_107_542_399,
-            253_402_300_799,
-        ] {
-            assert_eq!(parse_rfc3339(&format_rfc3339(t)), Some(t));
-        }
-        assert_eq!(
-            parse_rfc3339("2026-11-22T15:00:00.123+02:00"),
-            Some(1_795_352_400)
-        );
-        assert_eq!(
-            parse_rfc3339("2026-11-22T08:00:00-05:00"),
-            Some(1_795_352_400)
-        );
-        assert_eq!(parse_rfc3339("2026-11-22"), None);
-        assert_eq!(parse_rfc3339("2026-11-22T25:00:00Z"), None);
-        assert_eq!(parse_rfc3339("2026-11-22T13:00:00"), None);
-        assert_eq!(parse_rfc3339("2026-11-22T13:00:00.Z"), None);
     }
 
     #[test]

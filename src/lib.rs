@@ -88,6 +88,9 @@ fn server_conf(config: &Config, daemon: bool) -> ServerConf {
         grace_period_seconds: Some(config.server.grace_period_seconds),
         graceful_shutdown_timeout_seconds: Some(config.server.graceful_shutdown_timeout_seconds),
         daemon,
+        // Daemonizing changes to this directory (`/` by default): stay where we were started so
+        // relative paths in the configuration mean the same with and without `-d`.
+        working_directory: std::env::current_dir().ok(),
         ..ServerConf::default()
     }
 }

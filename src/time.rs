@@ -30,6 +30,15 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146097 + doe - 719468
 }
 
+fn days_in_month(y: i64, m: i64) -> i64 {
+    match m {
+        4 | 6 | 9 | 11 => 30,
+        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+        2 => 28,
+        _ => 31,
+    }
+}
+
 fn civil_from_days(z: i64) -> (i64, i64, i64) {
     let z = z + 719468;
     let era = if z >= 0 { z } else { z - 146096 } / 146097;
@@ -76,7 +85,8 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     if s.get(4..5)? != "-"
         || s.get(7..8)? != "-"
         || !(1..=12).contains(&mo)
-        || !(1..=31).contains(&d)
+        || d < 1
+        || d > days_in_month(y, mo)
     {
         return None;
     }
@@ -125,7 +135,15 @@ mod tests {
 
     #[test]
     fn formats_and_parses_round_trip() {
-        for secs in [0, 86399, 951782400, 1795353909, 4102444800] {
+        for secs in [
+            0,
+            86399,
+            951782400,
+            1795353909,
+            4102444800,
+            -1,
+            253402300799,
+        ] {
             assert_eq!(parse_rfc3339(&rfc3339(secs)), Some(secs));
         }
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");

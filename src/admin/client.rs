@@ -11,8 +11,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{json, Map, Value};
 
 use crate::cli::{
-    format_rfc3339, parse_rfc3339, AdminResource, Expiry, HostsVerb, ImagesVerb, KeysVerb,
-    UsersVerb, EXIT_ERROR, EXIT_OK, EXIT_USAGE,
+    AdminResource, Expiry, HostsVerb, ImagesVerb, KeysVerb, UsersVerb, EXIT_ERROR, EXIT_OK,
+    EXIT_USAGE,
 };
 
 /// Timeout for a whole admin request (connect, send, receive).
@@ -571,7 +571,7 @@ fn build_call(resource: &AdminResource, now: i64) -> Result<Call, String> {
             let from = u.since.map(|s| {
                 let s = i64::try_from(s).unwrap_or(i64::MAX);
                 // Clamp to the epoch: the server's formats start there.
-                format_rfc3339(now.saturating_sub(s).max(0))
+                crate::time::rfc3339(now.saturating_sub(s).max(0))
             });
             let q = query_string(&[
                 ("user", u.user.clone()),
@@ -725,7 +725,10 @@ fn key_status(k: &Value, now: i64) -> &'static str {
     if k["disabled"].as_bool() == Some(true) {
         return "disabled";
     }
-    if let Some(exp) = k["expires_at"].as_str().and_then(parse_rfc3339) {
+    if let Some(exp) = k["expires_at"]
+        .as_str()
+        .and_then(crate::time::parse_rfc3339)
+    {
         if exp <= now {
             return "expired";
         }
@@ -1472,7 +1475,7 @@ mod tests {
         assert_eq!(q[1], ("key", "k1"));
         assert_eq!(q[2].0, "from");
         assert_eq!(q[3], ("by", "day"));
-        let from = parse_rfc3339(&q[2].1.replace("%3A", ":")).unwrap();
+        let from = crate::time::parse_rfc3339(&q[2].1.replace("%3A", ":")).unwrap();
         assert!(
             from >= before - 604_800 && from <= after - 604_800,
             "{from}"

@@ -3,7 +3,6 @@
 //! Every write is flushed to disk before the reply.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use http::{Method, Response};
@@ -16,7 +15,7 @@ use crate::accounts::{AccountError, IssuedKey, KeyPatch, NewKey};
 use crate::app::App;
 use crate::auth::{bearer_token, constant_time_eq};
 use crate::config::LimitValues;
-use crate::gateway::route::normalize_host;
+use crate::gateway::route::{normalize_host, HostTable};
 use crate::store::{HostRecord, KeyRecord, UserRecord};
 use crate::time::rfc3339;
 
@@ -240,14 +239,7 @@ impl AdminApp {
                 )
             }
             (&Method::GET, ["admin", "hosts"]) => {
-                let data: Vec<Value> = self
-                    .app
-                    .hosts
-                    .list(&self.app.config.hosts)
-                    .into_iter()
-                    .map(|h| json!({"host": h.host, "origin": h.origin, "keys": h.masked_keys, "source": h.source}))
-                    .collect();
-                Reply(200, Some(json!({"data": data})))
+                Reply(200, Some(json!({"data": self.host_views()})))
             }
             (&Method::PUT, ["admin", "hosts", host]) => self.put_host(host, parse(body)?).await?,
             (&Method::DELETE, ["admin", "hosts", host]) => self.remove_host(host).await?,
@@ -255,7 +247,8 @@ impl AdminApp {
         })
     }
 
-    async fn put_host(&self, host: &str, put: HostPut) -> Result<Reply, Reply> {
+    /// The normalised name of a host the API may change: not one from the config file.
+    fn editable_host(&self, host: &str) -> Result<String, Reply> {
         let host = normalize_host(host).ok_or_else(|| bad_request("not a HOST[:PORT]"))?;
         if self.app.hosts.is_configured(&host) {
             return Err(error(
@@ -265,40 +258,41 @@ impl AdminApp {
                 "this host is defined in the configuration file",
             ));
         }
+        Ok(host)
+    }
+
+    fn host_views(&self) -> Vec<Value> {
+        self.app
+            .hosts
+            .list(&self.app.config.hosts)
+            .into_iter()
+            .map(|h| json!({"host": h.host, "origin": h.origin, "keys": h.masked_keys, "source": h.source}))
+            .collect()
+    }
+
+    /// Validated, stored and flushed, and only then live.
+    async fn put_host(&self, host: &str, put: HostPut) -> Result<Reply, Reply> {
+        let host = self.editable_host(host)?;
         let record = HostRecord {
             host: host.clone(),
             origin: put.origin,
             keys: put.keys,
             ca_file: put.ca_file,
         };
-        // Building the pool validates the origin and CA file before anything is stored.
-        self.app
-            .hosts
-            .set_added(record.clone())
-            .map_err(bad_request)?;
+        HostTable::check(&record).map_err(bad_request)?;
         let stored = record.clone();
         self.with_store(move |store| store.put_host(&stored))
             .await?;
+        self.app.hosts.set_added(record).map_err(bad_request)?;
         let view = self
-            .app
-            .hosts
-            .list(&self.app.config.hosts)
+            .host_views()
             .into_iter()
-            .find(|h| h.host == host)
-            .map(|h| json!({"host": h.host, "origin": h.origin, "keys": h.masked_keys, "source": h.source}));
+            .find(|h| h["host"] == host.as_str());
         Ok(Reply(200, view))
     }
 
     async fn remove_host(&self, host: &str) -> Result<Reply, Reply> {
-        let host = normalize_host(host).ok_or_else(|| bad_request("not a HOST[:PORT]"))?;
-        if self.app.hosts.is_configured(&host) {
-            return Err(error(
-                409,
-                "invalid_request_error",
-                "conflict",
-                "this host is defined in the configuration file",
-            ));
-        }
+        let host = self.editable_host(host)?;
         let stored = host.clone();
         let existed = self
             .with_store(move |store| store.remove_host(&stored))
@@ -315,21 +309,11 @@ impl AdminApp {
         &self,
         op: impl FnOnce(&crate::store::Store) -> crate::store::StoreResult<T> + Send + 'static,
     ) -> Result<T, Reply> {
-        let store = self
-            .app
+        self.app
             .store
-            .wait(Duration::from_secs(10))
+            .write(op)
             .await
-            .ok_or_else(|| Reply::from(AccountError::Storage("storage is not open".into())))?
-            .clone();
-        tokio::task::spawn_blocking(move || {
-            let out = op(&store)?;
-            store.flush()?;
-            Ok(out)
-        })
-        .await
-        .map_err(|e| Reply::from(AccountError::Storage(e.to_string())))?
-        .map_err(|e: crate::store::StoreError| Reply::from(AccountError::from(e)))
+            .map_err(|e| Reply::from(AccountError::from(e)))
     }
 
     fn authorized(&self, session: &ServerSession) -> bool {

@@ -167,6 +167,17 @@ impl HostTable {
         self.configured.contains_key(host)
     }
 
+    /// Whether a run-time host record would be accepted (its origin and CA file are usable).
+    pub fn check(record: &HostRecord) -> Result<(), String> {
+        host_pool(
+            &record.host,
+            record.origin.as_deref(),
+            &record.keys,
+            record.ca_file.as_deref(),
+        )
+        .map(|_| ())
+    }
+
     /// Adds or replaces a run-time host. The record is validated by building its pool.
     pub fn set_added(&self, record: HostRecord) -> Result<(), String> {
         let pool = host_pool(

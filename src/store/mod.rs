@@ -204,6 +204,9 @@ impl Store {
     }
 }
 
+/// How long a request waits for sled to open at start-up before it is refused.
+pub const STORE_WAIT: Duration = Duration::from_secs(10);
+
 /// The process's store once it is open. Request paths read it lock-free; the few requests
 /// that arrive before sled is open wait for it a bounded time.
 #[derive(Default)]
@@ -221,6 +224,30 @@ impl StoreSlot {
         if self.store.set(store).is_ok() {
             self.opened.notify_waiters();
         }
+    }
+
+    /// Runs `op` on a blocking thread once sled is open, then flushes: what it wrote is durable
+    /// when this returns. Request paths never call this; admin and account writes do.
+    pub async fn write<T, E>(
+        &self,
+        op: impl FnOnce(&Store) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let store = self
+            .wait(STORE_WAIT)
+            .await
+            .ok_or_else(|| StoreError("storage is not open".into()))?
+            .clone();
+        tokio::task::spawn_blocking(move || {
+            let out = op(&store)?;
+            store.flush()?;
+            Ok(out)
+        })
+        .await
+        .map_err(|e| StoreError(format!("storage task failed: {e}")))?
     }
 
     /// The store, waiting up to `limit` for it to open.
