@@ -4,6 +4,8 @@
 //! the public proxy listeners, the admin API, the metrics endpoint, and background services
 //! for storage and health checks. `main.rs` only parses the command line and calls it.
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod accounts;
 pub mod admin;
 pub mod app;

@@ -1,5 +1,7 @@
 //! `tollgate`: command-line dispatch only. The gateway lives in the library.
 
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 use std::process::ExitCode;
 

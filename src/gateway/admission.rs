@@ -131,7 +131,7 @@ pub async fn admit(
 pub async fn answer(
     app: &App,
     session: &mut Session,
-    ctx: &RequestCtx,
+    ctx: &mut RequestCtx,
     admission: Result<Admission, ApiError>,
 ) -> pingora::Result<Option<u16>> {
     let response = match admission {
@@ -147,6 +147,7 @@ pub async fn answer(
         }
         Err(err) => LocalResponse::error(&err)?,
     };
+    ctx.response_bytes = response.body.len() as u64;
     let status = response
         .send(session, &app.headers, &ctx.request_id, ctx.tls)
         .await?;

@@ -356,6 +356,7 @@ impl ProxyHttp for Gateway {
         session.set_keepalive(None);
         let sent = match LocalResponse::error(&err) {
             Ok(resp) => {
+                ctx.response_bytes = resp.body.len() as u64;
                 resp.send(session, &self.app.headers, &ctx.request_id, ctx.tls)
                     .await
             }
