@@ -14,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod gateway;
 pub mod health;
+pub mod limits;
 pub mod metrics;
 pub mod store;
 pub mod time;
