@@ -7,8 +7,9 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::assert::{assert_error, assert_error_shape};
 use common::mock::{self, MockUpstream};
-use common::{GatewayConfig, TestGateway};
+use common::{eventually, start_with_user, TestGateway};
 use futures_util::StreamExt;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
@@ -61,14 +62,11 @@ async fn direct(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> (u16, String, Bytes) {
-    let mut req = client()
-        .post(format!("{}{path}", mock.url()))
-        .header("content-type", "application/json")
-        .body(body.to_vec());
-    for (name, value) in headers {
-        req = req.header(*name, *value);
-    }
-    let resp = req.send().await.unwrap();
+    let req = client().post(format!("{}{path}", mock.url()));
+    let resp = with_json_body(req, headers, body.to_vec())
+        .send()
+        .await
+        .unwrap();
     let status = resp.status().as_u16();
     let content_type = content_type(&resp);
     (status, content_type, resp.bytes().await.unwrap())
@@ -82,10 +80,47 @@ fn content_type(resp: &reqwest::Response) -> String {
 }
 
 async fn setup(extra: &str) -> (MockUpstream, TestGateway, String) {
-    let mock = MockUpstream::start().await;
-    let gw = TestGateway::start(GatewayConfig::new(&mock.url()).extra(extra)).await;
-    let key = gw.create_user("bodies").await;
-    (mock, gw, key)
+    start_with_user(extra, "bodies").await
+}
+
+/// `req` with `Content-Type: application/json`, then `headers`, and `body` as it is.
+fn with_json_body(
+    mut req: reqwest::RequestBuilder,
+    headers: &[(&str, &str)],
+    body: impl Into<reqwest::Body>,
+) -> reqwest::RequestBuilder {
+    req = req.header("content-type", "application/json");
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    req.body(body)
+}
+
+/// `POST path` through the gateway with `key`, and `with_json_body(headers, body)`.
+fn post_json(
+    gw: &TestGateway,
+    key: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<reqwest::Body>,
+) -> reqwest::RequestBuilder {
+    with_json_body(gw.post(path, key), headers, body)
+}
+
+/// Asserts `got` is what the mock answers to the same request asked directly (but for the
+/// values `normalize` masks); returns the content type of the direct answer.
+async fn assert_as_direct(
+    mock: &MockUpstream,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    got: &str,
+) -> String {
+    let (status, direct_type, direct_body) = direct(mock, path, headers, body).await;
+    assert_eq!(status, 200);
+    let direct_text = String::from_utf8(direct_body.to_vec()).unwrap();
+    assert_eq!(normalize(got), normalize(&direct_text));
+    direct_type
 }
 
 /// The value of an unlabelled gauge in Prometheus text.
@@ -100,36 +135,16 @@ async fn active_streams(gw: &TestGateway) -> Option<f64> {
     gauge(&gw.metrics().await, "tollgate_active_streams")
 }
 
-/// Polls an async condition until it holds or `limit` passes.
-async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if check().await {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn assert_gateway_error(body: &[u8], status_code: &str) {
+/// Asserts `body` is a SPEC §4 error of type `invalid_request_error` with `code`.
+fn assert_gateway_error(body: &[u8], code: &str) {
     let v: Value = serde_json::from_slice(body).unwrap_or_else(|e| {
         panic!(
             "error body is not JSON ({e}): {:?}",
             String::from_utf8_lossy(body)
         )
     });
-    let err = &v["error"];
-    assert!(err["message"].is_string(), "{v}");
-    assert_eq!(err["type"], "invalid_request_error", "{v}");
-    assert_eq!(err["code"], status_code, "{v}");
-    assert!(err.get("param").is_some(), "`param` must be present: {v}");
+    assert_error_shape(&v);
+    assert_error(&v, "invalid_request_error", code);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -139,10 +154,7 @@ async fn json_request_and_response_pass_byte_for_byte() {
     // in the gateway would change these bytes.
     let sent: &[u8] = b"{ \"messages\" :[ {\"content\" : \"Say  hello\",\"role\":\"user\"}],\n\t\"model\":\"gpt-4o-mini\" ,\"zeta\":{\"b\":1,\"a\":[1.0e0, 2 ]},  \"temperature\":0.50 }\n";
 
-    let resp = gw
-        .post("/v1/chat/completions", &key)
-        .header("content-type", "application/json")
-        .body(sent.to_vec())
+    let resp = post_json(&gw, &key, "/v1/chat/completions", &[], sent.to_vec())
         .send()
         .await
         .unwrap();
@@ -161,12 +173,9 @@ async fn json_request_and_response_pass_byte_for_byte() {
     );
     assert_eq!(recorded.header("content-type"), Some("application/json"));
 
-    let (status, direct_type, direct_body) = direct(&mock, "/v1/chat/completions", &[], sent).await;
-    assert_eq!(status, 200);
-    assert_eq!(via_gateway_type, direct_type);
     let a = String::from_utf8(via_gateway.to_vec()).unwrap();
-    let b = String::from_utf8(direct_body.to_vec()).unwrap();
-    assert_eq!(normalize(&a), normalize(&b));
+    let direct_type = assert_as_direct(&mock, "/v1/chat/completions", &[], sent, &a).await;
+    assert_eq!(via_gateway_type, direct_type);
     assert_eq!(
         serde_json::from_str::<Value>(&a).unwrap()["choices"][0]["message"]["content"],
         "Hello from mock"
@@ -186,14 +195,14 @@ fn binary_file() -> Vec<u8> {
     data
 }
 
-/// Sends a reqwest multipart form through the gateway and returns (bytes sent, content type
-/// sent, response).
-async fn send_multipart(
+/// Sends a reqwest multipart form through the gateway and asserts a 200; returns the bytes
+/// sent, the content type sent and the (JSON) answer.
+async fn upload(
     gw: &TestGateway,
     key: &str,
     path: &str,
     form: reqwest::multipart::Form,
-) -> (Bytes, String, reqwest::Response) {
+) -> (Bytes, String, Value) {
     let mut req = gw.post(path, key).multipart(form).build().unwrap();
     // Capture the exact bytes reqwest produces, then send those.
     let body = req.body_mut().take().unwrap();
@@ -202,7 +211,37 @@ async fn send_multipart(
     let content_type = req.headers()["content-type"].to_str().unwrap().to_string();
     assert!(content_type.starts_with("multipart/form-data; boundary="));
     let resp = gw.http.execute(req).await.unwrap();
-    (bytes, content_type, resp)
+    let status = resp.status();
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(status, 200, "{v}");
+    (bytes, content_type, v)
+}
+
+/// Asserts the mock's answer `v` reports the form part `part` as `file`, named `filename`, of
+/// `content_type`, and the text `fields`.
+fn assert_received(
+    v: &Value,
+    (part, file, filename, content_type): (&str, &[u8], &str, &str),
+    fields: &[(&str, &str)],
+) {
+    let received = &v["received"];
+    let got = &received["files"][part];
+    assert_eq!(got["bytes"], file.len(), "{received}");
+    assert_eq!(got["checksum"], mock::checksum(file));
+    assert_eq!(got["filename"], filename);
+    assert_eq!(got["content_type"], content_type);
+    for (name, value) in fields {
+        assert_eq!(received["fields"][name], *value);
+    }
+}
+
+/// Asserts the last request the mock got is `sent` (of `sent_type`) to `path`, unchanged.
+fn assert_forwarded_unchanged(mock: &MockUpstream, path: &str, sent_type: &str, sent: &[u8]) {
+    let recorded = mock.last_request().unwrap();
+    assert_eq!(recorded.path, path);
+    assert_eq!(recorded.header("content-type"), Some(sent_type));
+    assert_eq!(recorded.body.len(), sent.len());
+    assert!(recorded.body == sent, "multipart body changed on the way");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -223,34 +262,18 @@ async fn multipart_uploads_pass_byte_for_byte() {
                 .mime_str("image/png")
                 .unwrap(),
         );
-    let (sent, sent_type, resp) = send_multipart(&gw, &key, "/v1/images/edits", form).await;
-    let status = resp.status();
-    let v: Value = resp.json().await.unwrap();
-    assert_eq!(status, 200, "{v}");
-    let received = &v["received"];
-    assert_eq!(
-        received["files"]["image"]["bytes"],
-        file.len(),
-        "{received}"
+    let (sent, sent_type, v) = upload(&gw, &key, "/v1/images/edits", form).await;
+    assert_received(
+        &v,
+        ("image", &file, "input.png", "image/png"),
+        &[
+            ("model", "gpt-image-1"),
+            ("prompt", "a cat wearing a hat — ünïcödé"),
+            ("size", "256x256"),
+        ],
     );
-    assert_eq!(
-        received["files"]["image"]["checksum"],
-        mock::checksum(&file)
-    );
-    assert_eq!(received["files"]["image"]["filename"], "input.png");
-    assert_eq!(received["files"]["image"]["content_type"], "image/png");
-    assert_eq!(received["fields"]["model"], "gpt-image-1");
-    assert_eq!(
-        received["fields"]["prompt"],
-        "a cat wearing a hat — ünïcödé"
-    );
-    assert_eq!(received["fields"]["size"], "256x256");
     assert_eq!(v["size"], "256x256");
-    let recorded = mock.last_request().unwrap();
-    assert_eq!(recorded.path, "/v1/images/edits");
-    assert_eq!(recorded.header("content-type"), Some(sent_type.as_str()));
-    assert_eq!(recorded.body.len(), sent.len());
-    assert!(recorded.body == sent, "multipart body changed on the way");
+    assert_forwarded_unchanged(&mock, "/v1/images/edits", &sent_type, &sent);
 
     // Audio transcription: an audio file and text fields.
     let form = Form::new()
@@ -264,24 +287,18 @@ async fn multipart_uploads_pass_byte_for_byte() {
         .text("model", "whisper-1")
         .text("language", "en")
         .text("response_format", "json");
-    let (sent, sent_type, resp) = send_multipart(&gw, &key, "/v1/audio/transcriptions", form).await;
-    let status = resp.status();
-    let v: Value = resp.json().await.unwrap();
-    assert_eq!(status, 200, "{v}");
+    let (sent, sent_type, v) = upload(&gw, &key, "/v1/audio/transcriptions", form).await;
     assert_eq!(v["text"], "mock transcription");
-    let received = &v["received"];
-    assert_eq!(received["files"]["file"]["bytes"], file.len(), "{received}");
-    assert_eq!(received["files"]["file"]["checksum"], mock::checksum(&file));
-    assert_eq!(received["files"]["file"]["filename"], "speech.mp3");
-    assert_eq!(received["files"]["file"]["content_type"], "audio/mpeg");
-    assert_eq!(received["fields"]["model"], "whisper-1");
-    assert_eq!(received["fields"]["language"], "en");
-    assert_eq!(received["fields"]["response_format"], "json");
-    let recorded = mock.last_request().unwrap();
-    assert_eq!(recorded.path, "/v1/audio/transcriptions");
-    assert_eq!(recorded.header("content-type"), Some(sent_type.as_str()));
-    assert_eq!(recorded.body.len(), sent.len());
-    assert!(recorded.body == sent, "multipart body changed on the way");
+    assert_received(
+        &v,
+        ("file", &file, "speech.mp3", "audio/mpeg"),
+        &[
+            ("model", "whisper-1"),
+            ("language", "en"),
+            ("response_format", "json"),
+        ],
+    );
+    assert_forwarded_unchanged(&mock, "/v1/audio/transcriptions", &sent_type, &sent);
     assert_eq!(mock.request_count(), 2);
 }
 
@@ -314,10 +331,7 @@ async fn body_over_max_body_bytes_is_refused_with_413() {
     assert!(big.len() > 2048);
 
     // Declared with Content-Length.
-    let resp = gw
-        .post("/v1/chat/completions", &key)
-        .header("content-type", "application/json")
-        .body(big.clone())
+    let resp = post_json(&gw, &key, "/v1/chat/completions", &[], big.clone())
         .send()
         .await
         .unwrap();
@@ -331,12 +345,8 @@ async fn body_over_max_body_bytes_is_refused_with_413() {
         .chunks(256)
         .map(|c| Ok(Bytes::copy_from_slice(c)))
         .collect();
-    let resp = gw
-        .post("/v1/chat/completions", &key)
-        .header("content-type", "application/json")
-        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
-            chunks,
-        )))
+    let chunked = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
+    let resp = post_json(&gw, &key, "/v1/chat/completions", &[], chunked)
         .send()
         .await
         .expect("the client should get the 413, not a broken connection");
@@ -382,13 +392,7 @@ async fn sse_events_reach_the_client_as_they_arrive() {
     .to_string();
     let knobs = [("x-mock-chunks", "20"), ("x-mock-delay-ms", "100")];
 
-    let mut req = gw
-        .post("/v1/chat/completions", &key)
-        .header("content-type", "application/json")
-        .body(body.clone());
-    for (name, value) in knobs {
-        req = req.header(name, value);
-    }
+    let req = post_json(&gw, &key, "/v1/chat/completions", &knobs, body.clone());
     let resp = req.send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert!(content_type(&resp).starts_with("text/event-stream"));
@@ -428,11 +432,14 @@ async fn sse_events_reach_the_client_as_they_arrive() {
 
     let recorded = mock.last_request().unwrap();
     assert_eq!(recorded.body, body.as_bytes());
-    let (status, _, direct_body) =
-        direct(&mock, "/v1/chat/completions", &knobs, body.as_bytes()).await;
-    assert_eq!(status, 200);
-    let direct_text = String::from_utf8(direct_body.to_vec()).unwrap();
-    assert_eq!(normalize(&transcript), normalize(&direct_text));
+    assert_as_direct(
+        &mock,
+        "/v1/chat/completions",
+        &knobs,
+        body.as_bytes(),
+        &transcript,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -482,13 +489,7 @@ async fn responses_api_stream_keeps_event_lines() {
     let (mock, gw, key) = setup("").await;
     let body = json!({"model": "gpt-4o-mini", "input": "Say hello", "stream": true}).to_string();
     let knobs = [("x-mock-chunks", "4"), ("x-mock-delay-ms", "5")];
-    let mut req = gw
-        .post("/v1/responses", &key)
-        .header("content-type", "application/json")
-        .body(body.clone());
-    for (name, value) in knobs {
-        req = req.header(name, value);
-    }
+    let req = post_json(&gw, &key, "/v1/responses", &knobs, body.clone());
     let resp = req.send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert!(content_type(&resp).starts_with("text/event-stream"));
@@ -516,10 +517,7 @@ async fn responses_api_stream_keeps_event_lines() {
     );
     assert_eq!(mock.last_request().unwrap().body, body.as_bytes());
 
-    let (status, _, direct_body) = direct(&mock, "/v1/responses", &knobs, body.as_bytes()).await;
-    assert_eq!(status, 200);
-    let direct_text = String::from_utf8(direct_body.to_vec()).unwrap();
-    assert_eq!(normalize(&transcript), normalize(&direct_text));
+    assert_as_direct(&mock, "/v1/responses", &knobs, body.as_bytes(), &transcript).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -528,25 +526,15 @@ async fn upstream_error_responses_pass_through_unchanged() {
     let body = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
         .to_string();
     for status in ["429", "400", "500"] {
-        let resp = gw
-            .post("/v1/chat/completions", &key)
-            .header("content-type", "application/json")
-            .header("x-mock-status", status)
-            .body(body.clone())
-            .send()
-            .await
-            .unwrap();
+        let knob = [("x-mock-status", status)];
+        let req = post_json(&gw, &key, "/v1/chat/completions", &knob, body.clone());
+        let resp = req.send().await.unwrap();
         let got_status = resp.status().as_u16();
         let got_type = content_type(&resp);
         let got = resp.bytes().await.unwrap();
 
-        let (want_status, want_type, want) = direct(
-            &mock,
-            "/v1/chat/completions",
-            &[("x-mock-status", status)],
-            body.as_bytes(),
-        )
-        .await;
+        let (want_status, want_type, want) =
+            direct(&mock, "/v1/chat/completions", &knob, body.as_bytes()).await;
         assert_eq!(got_status.to_string(), status);
         assert_eq!(got_status, want_status);
         assert_eq!(got_type, want_type, "content type for {status}");

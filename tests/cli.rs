@@ -7,8 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::mock::MockUpstream;
-use common::{chat_body, free_port, temp_dir, GatewayConfig, TestGateway, ADMIN_TOKEN};
+use common::{free_port, start_with_mock, temp_dir, TestGateway, ADMIN_TOKEN};
 use serde_json::Value;
 
 // ---------------------------------------------------------------------------------------------
@@ -52,8 +51,14 @@ fn run(args: &[&str], env: &[(&str, &str)], remove: &[&str]) -> Out {
 }
 
 /// `run` off the async threads; asserts the admin token never reaches the output.
-async fn cli(args: Vec<String>, env: Vec<(String, String)>, remove: Vec<String>) -> Out {
+async fn cli(args: &[&str], env: &[(&str, &str)], remove: &[&str]) -> Out {
     let shown = args.join(" ");
+    let owned = |items: &[&str]| -> Vec<String> { items.iter().map(|s| s.to_string()).collect() };
+    let (args, remove) = (owned(args), owned(remove));
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     let out = tokio::task::spawn_blocking(move || {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -70,17 +75,34 @@ async fn cli(args: Vec<String>, env: Vec<(String, String)>, remove: Vec<String>)
     out
 }
 
-/// `tollgate admin --url … --token … ARGS`.
+/// `tollgate check -c PATH`, with `env` set and the variables in `remove` unset.
+fn check(path: &Path, env: &[(&str, &str)], remove: &[&str]) -> Out {
+    run(&["check", "-c", path.to_str().unwrap()], env, remove)
+}
+
+/// Writes `yaml` to `dir/name` and runs `check` on it with the variables in `unset` unset;
+/// returns the file's path and the outcome.
+fn write_and_check(dir: &Path, name: &str, yaml: &str, unset: &[&str]) -> (PathBuf, Out) {
+    let path = write(dir, name, yaml);
+    let out = check(&path, &[], unset);
+    (path, out)
+}
+
+/// The URL of the gateway's admin API.
+fn admin_url(gw: &TestGateway) -> String {
+    format!("http://127.0.0.1:{}", gw.admin_port)
+}
+
+/// `tollgate admin --url URL --token TOKEN ARGS`.
+async fn admin_at(url: &str, token: &str, args: &[&str]) -> Out {
+    let mut full = vec!["admin", "--url", url, "--token", token];
+    full.extend_from_slice(args);
+    cli(&full, &[], &[]).await
+}
+
+/// `tollgate admin --url … --token … ARGS` against `gw`.
 async fn admin(gw: &TestGateway, args: &[&str]) -> Out {
-    let mut full: Vec<String> = vec![
-        "admin".into(),
-        "--url".into(),
-        format!("http://127.0.0.1:{}", gw.admin_port),
-        "--token".into(),
-        ADMIN_TOKEN.into(),
-    ];
-    full.extend(args.iter().map(|s| s.to_string()));
-    cli(full, vec![], vec![]).await
+    admin_at(&admin_url(gw), ADMIN_TOKEN, args).await
 }
 
 /// `admin` and expects exit 0.
@@ -117,21 +139,9 @@ fn all_keys(text: &str) -> Vec<String> {
 
 /// Public API status of a chat completion with `key`, and the error code if any.
 async fn chat(gw: &TestGateway, key: &str) -> (u16, String) {
-    let resp = gw
-        .post("/v1/chat/completions", key)
-        .json(&chat_body("gpt-4o-mini"))
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    let body: Value = resp.json().await.unwrap_or(Value::Null);
-    (
-        status,
-        body["error"]["code"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
-    )
+    let (status, body) = gw.chat_reply(key, "gpt-4o-mini").await;
+    let code = body["error"]["code"].as_str().unwrap_or_default();
+    (status, code.to_string())
 }
 
 fn json_of(out: &Out) -> Value {
@@ -144,6 +154,14 @@ fn items(v: &Value) -> Vec<Value> {
         Value::Array(a) => a.clone(),
         _ => v["data"].as_array().cloned().unwrap_or_default(),
     }
+}
+
+/// The item of the `--json` list in `out` whose `field` is `value`.
+fn json_item(out: &Out, field: &str, value: &str) -> Value {
+    items(&json_of(out))
+        .into_iter()
+        .find(|item| item[field] == value)
+        .unwrap_or_else(|| panic!("no {field} {value}: {}", out.stdout))
 }
 
 /// Unix seconds of `YYYY-MM-DDTHH:MM:SS[.f]Z`.
@@ -159,12 +177,6 @@ fn unix_of(ts: &str) -> i64 {
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
     days * 86_400 + hh * 3600 + mm * 60 + ss
-}
-
-async fn start_gateway() -> (MockUpstream, TestGateway) {
-    let mock = MockUpstream::start().await;
-    let gw = TestGateway::start(GatewayConfig::new(&mock.url())).await;
-    (mock, gw)
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -223,8 +235,7 @@ fn unknown_command_is_a_usage_error() {
 #[test]
 fn check_accepts_a_valid_config() {
     let dir = temp_dir("cli-check-ok");
-    let path = write(&dir, "ok.yaml", &valid_yaml(&dir));
-    let out = run(&["check", "-c", path.to_str().unwrap()], &[], &[]);
+    let (_, out) = write_and_check(&dir, "ok.yaml", &valid_yaml(&dir), &[]);
     assert_eq!(out.code, 0, "{out:?}");
     let lines: Vec<&str> = out
         .stdout
@@ -242,8 +253,7 @@ fn check_reports_every_problem_with_its_path() {
         "listen:\n  - addr: 127.0.0.1:18080\nadmin:\n  listen: 127.0.0.1:18081\n  token: short-token\nstorage:\n  path: {}/data\nupstreams:\n  openai:\n    backends: [\"ftp://api.example.com\"]\n    bakends: [http://127.0.0.1:9]\n    keys: []\nroutes:\n  - {{ prefix: /v1, upstream: missing }}\n",
         dir.display()
     );
-    let path = write(&dir, "bad.yaml", &yaml);
-    let out = run(&["check", "-c", path.to_str().unwrap()], &[], &[]);
+    let (_, out) = write_and_check(&dir, "bad.yaml", &yaml, &[]);
     assert_eq!(out.code, 1, "{out:?}");
     assert_problem(&out.stderr, "upstreams.openai.bakends", None);
     assert_problem(&out.stderr, "upstreams.openai.backends[0]", None);
@@ -266,8 +276,7 @@ fn serve_refuses_a_bad_config_with_the_same_messages() {
         free_port(),
         dir.display()
     );
-    let path = write(&dir, "bad.yaml", &yaml);
-    let check = run(&["check", "-c", path.to_str().unwrap()], &[], &[]);
+    let (path, check) = write_and_check(&dir, "bad.yaml", &yaml, &[]);
     assert_eq!(check.code, 1, "{check:?}");
 
     let mut child = Command::new(BIN)
@@ -303,9 +312,8 @@ fn check_names_an_unset_variable_and_its_path() {
     let dir = temp_dir("cli-check-env");
     let yaml = valid_yaml(&dir).replace("sk-upstream", "${TOLLGATE_TEST_UNSET_VAR_A}")
         + "hosts:\n  api.groq.com: { keys: [\"${TOLLGATE_TEST_UNSET_VAR_B}\"] }\n";
-    let path = write(&dir, "env.yaml", &yaml);
     let unset = ["TOLLGATE_TEST_UNSET_VAR_A", "TOLLGATE_TEST_UNSET_VAR_B"];
-    let out = run(&["check", "-c", path.to_str().unwrap()], &[], &unset);
+    let (path, out) = write_and_check(&dir, "env.yaml", &yaml, &unset);
     assert_eq!(out.code, 1, "{out:?}");
     assert_problem(
         &out.stderr,
@@ -322,8 +330,8 @@ fn check_names_an_unset_variable_and_its_path() {
     }
 
     // Set, both pass.
-    let out = run(
-        &["check", "-c", path.to_str().unwrap()],
+    let out = check(
+        &path,
         &[
             ("TOLLGATE_TEST_UNSET_VAR_A", "sk-a"),
             ("TOLLGATE_TEST_UNSET_VAR_B", "sk-b"),
@@ -343,9 +351,8 @@ fn check_applies_variable_defaults() {
             "0123456789abcdef-admin",
             "${TOLLGATE_TEST_UNSET_VAR_D:-0123456789abcdef-from-default}",
         );
-    let path = write(&dir, "default.yaml", &yaml);
     let unset = ["TOLLGATE_TEST_UNSET_VAR_C", "TOLLGATE_TEST_UNSET_VAR_D"];
-    let out = run(&["check", "-c", path.to_str().unwrap()], &[], &unset);
+    let (_, out) = write_and_check(&dir, "default.yaml", &yaml, &unset);
     assert_eq!(out.code, 0, "{out:?}");
 
     // The default is what gets validated: a short default token is refused as too short.
@@ -353,8 +360,7 @@ fn check_applies_variable_defaults() {
         "0123456789abcdef-admin",
         "${TOLLGATE_TEST_UNSET_VAR_D:-tiny}",
     );
-    let path = write(&dir, "short-default.yaml", &yaml);
-    let out = run(&["check", "-c", path.to_str().unwrap()], &[], &unset);
+    let (path, out) = write_and_check(&dir, "short-default.yaml", &yaml, &unset);
     assert_eq!(out.code, 1, "{out:?}");
     assert_problem(&out.stderr, "admin.token", None);
     assert!(
@@ -363,8 +369,8 @@ fn check_applies_variable_defaults() {
         out.stderr
     );
     // An environment value wins over the default.
-    let out = run(
-        &["check", "-c", path.to_str().unwrap()],
+    let out = check(
+        &path,
         &[("TOLLGATE_TEST_UNSET_VAR_D", "0123456789abcdef-from-env")],
         &[],
     );
@@ -374,9 +380,9 @@ fn check_applies_variable_defaults() {
 
 #[test]
 fn check_accepts_the_annotated_example() {
-    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/tollgate.yaml");
-    let out = run(
-        &["check", "-c", example],
+    let example = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/tollgate.yaml"));
+    let out = check(
+        example,
         &[
             ("TOLLGATE_ADMIN_TOKEN", "example-admin-token-0123456789"),
             ("OPENAI_API_KEY", "sk-example-openai"),
@@ -390,11 +396,7 @@ fn check_accepts_the_annotated_example() {
         "{out:?}"
     );
     // Without the variables, both are named.
-    let out = run(
-        &["check", "-c", example],
-        &[],
-        &["TOLLGATE_ADMIN_TOKEN", "OPENAI_API_KEY"],
-    );
+    let out = check(example, &[], &["TOLLGATE_ADMIN_TOKEN", "OPENAI_API_KEY"]);
     assert_eq!(out.code, 1, "{out:?}");
     assert_problem(&out.stderr, "admin.token", Some("TOLLGATE_ADMIN_TOKEN"));
     assert_problem(
@@ -414,8 +416,7 @@ fn check_refuses_a_missing_tls_certificate() {
             d = dir.display()
         ),
     );
-    let path = write(&dir, "tls.yaml", &yaml);
-    let out = run(&["check", "-c", path.to_str().unwrap()], &[], &[]);
+    let (_, out) = write_and_check(&dir, "tls.yaml", &yaml, &[]);
     assert_eq!(out.code, 1, "{out:?}");
     assert_problem(&out.stderr, "listen[1].tls.cert", None);
     let _ = std::fs::remove_dir_all(dir);
@@ -425,11 +426,10 @@ fn check_refuses_a_missing_tls_certificate() {
 fn check_refuses_unreadable_and_malformed_files() {
     let dir = temp_dir("cli-check-files");
     let missing = dir.join("nope.yaml");
-    let out = run(&["check", "-c", missing.to_str().unwrap()], &[], &[]);
+    let out = check(&missing, &[], &[]);
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stderr.contains("nope.yaml"), "{out:?}");
-    let path = write(&dir, "broken.yaml", "listen: [\n  - addr: {\n");
-    let out = run(&["check", "-c", path.to_str().unwrap()], &[], &[]);
+    let (_, out) = write_and_check(&dir, "broken.yaml", "listen: [\n  - addr: {\n", &[]);
     assert_eq!(out.code, 1, "{out:?}");
     assert!(!out.stderr.trim().is_empty());
     let _ = std::fs::remove_dir_all(dir);
@@ -440,49 +440,27 @@ fn check_refuses_unreadable_and_malformed_files() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_users_from_url_config_and_env() {
-    let (_mock, gw) = start_gateway().await;
+    let (_mock, gw) = start_with_mock("").await;
 
     let out = admin_ok(&gw, &["users", "add", "alice", "--email", "a@x"]).await;
     let key = find_key(&out.stdout).unwrap_or_else(|| panic!("no key printed: {out:?}"));
     assert_eq!(chat(&gw, &key).await, (200, String::new()));
 
     // -c instead of --url/--token.
-    let config = gw.config_path.to_str().unwrap().to_string();
-    let out = cli(
-        vec![
-            "admin".into(),
-            "-c".into(),
-            config.clone(),
-            "users".into(),
-            "list".into(),
-        ],
-        vec![],
-        vec![],
-    )
-    .await;
+    let config = gw.config_path.to_str().unwrap();
+    let out = cli(&["admin", "-c", config, "users", "list"], &[], &[]).await;
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.stdout.contains("alice"), "{out:?}");
     assert!(out.stdout.contains("a@x"), "{out:?}");
     assert!(find_key(&out.stdout).is_none(), "list shows a key: {out:?}");
 
     // The environment.
-    let out = cli(
-        vec![
-            "admin".into(),
-            "users".into(),
-            "show".into(),
-            "alice".into(),
-        ],
-        vec![
-            (
-                "TOLLGATE_ADMIN_URL".into(),
-                format!("http://127.0.0.1:{}", gw.admin_port),
-            ),
-            ("TOLLGATE_ADMIN_TOKEN".into(), ADMIN_TOKEN.into()),
-        ],
-        vec![],
-    )
-    .await;
+    let url = admin_url(&gw);
+    let env = [
+        ("TOLLGATE_ADMIN_URL", url.as_str()),
+        ("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN),
+    ];
+    let out = cli(&["admin", "users", "show", "alice"], &env, &[]).await;
     assert_eq!(out.code, 0, "{out:?}");
     assert!(
         out.stdout.contains("alice") && out.stdout.contains("a@x"),
@@ -491,11 +469,7 @@ async fn admin_users_from_url_config_and_env() {
 
     // --json is valid JSON and carries the user with its key id.
     let out = admin_ok(&gw, &["--json", "users", "list"]).await;
-    let list = items(&json_of(&out));
-    let alice = list
-        .iter()
-        .find(|u| u["name"] == "alice")
-        .unwrap_or_else(|| panic!("alice missing: {}", out.stdout));
+    let alice = json_item(&out, "name", "alice");
     assert_eq!(alice["keys"].as_array().map(Vec::len), Some(1));
     let out = admin_ok(&gw, &["--json", "users", "show", "alice"]).await;
     assert_eq!(json_of(&out)["email"], "a@x");
@@ -523,7 +497,7 @@ async fn admin_users_from_url_config_and_env() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_keys_lifecycle() {
-    let (_mock, gw) = start_gateway().await;
+    let (_mock, gw) = start_with_mock("").await;
     let out = admin_ok(&gw, &["users", "add", "alice"]).await;
     let first = find_key(&out.stdout).expect("first key");
 
@@ -626,7 +600,7 @@ async fn admin_keys_lifecycle() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_hosts() {
-    let (_mock, gw) = start_gateway().await;
+    let (_mock, gw) = start_with_mock("").await;
     const SECRET: &str = "sk-cli-host-secret-0123456789abcdef";
     let out = admin_ok(
         &gw,
@@ -650,11 +624,7 @@ async fn admin_hosts() {
     assert!(out.stdout.contains("http://127.0.0.1:1"), "{out:?}");
     assert!(!out.stdout.contains(SECRET), "full key listed: {out:?}");
     let out = admin_ok(&gw, &["--json", "hosts", "list"]).await;
-    let list = items(&json_of(&out));
-    let host = list
-        .iter()
-        .find(|h| h["host"] == "h.example")
-        .unwrap_or_else(|| panic!("{}", out.stdout));
+    let host = json_item(&out, "host", "h.example");
     assert_eq!(host["source"], "admin");
     assert!(
         !out.stdout.contains(SECRET),
@@ -674,8 +644,8 @@ async fn admin_hosts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_exit_codes_and_token_secrecy() {
-    let (_mock, gw) = start_gateway().await;
-    let url = format!("http://127.0.0.1:{}", gw.admin_port);
+    let (_mock, gw) = start_with_mock("").await;
+    let url = admin_url(&gw);
 
     // Usage errors: 2.
     for args in [
@@ -691,73 +661,34 @@ async fn admin_exit_codes_and_token_secrecy() {
         assert!(!out.stderr.trim().is_empty(), "{args:?}: no message");
     }
     // No URL/token at all (and no config): usage error.
-    let out = cli(
-        vec!["admin".into(), "users".into(), "list".into()],
-        vec![],
-        vec![],
-    )
-    .await;
+    let out = cli(&["admin", "users", "list"], &[], &[]).await;
     if !Path::new("/etc/tollgate/tollgate.yaml").exists() {
         assert_eq!(out.code, 2, "{out:?}");
     }
 
     // Wrong token: 1, with a message that does not carry the token.
     const WRONG: &str = "wrong-admin-token-987654321";
-    let out = cli(
-        vec![
-            "admin".into(),
-            "--url".into(),
-            url.clone(),
-            "--token".into(),
-            WRONG.into(),
-            "users".into(),
-            "list".into(),
-        ],
-        vec![],
-        vec![],
-    )
-    .await;
+    let out = admin_at(&url, WRONG, &["users", "list"]).await;
     assert_eq!(out.code, 1, "{out:?}");
     assert!(!out.stderr.trim().is_empty(), "no message: {out:?}");
     assert!(!out.all().contains(WRONG), "token printed: {out:?}");
-    let out = cli(
-        vec!["admin".into(), "users".into(), "list".into()],
-        vec![
-            ("TOLLGATE_ADMIN_URL".into(), url.clone()),
-            ("TOLLGATE_ADMIN_TOKEN".into(), WRONG.into()),
-        ],
-        vec![],
-    )
-    .await;
+    let env = [
+        ("TOLLGATE_ADMIN_URL", url.as_str()),
+        ("TOLLGATE_ADMIN_TOKEN", WRONG),
+    ];
+    let out = cli(&["admin", "users", "list"], &env, &[]).await;
     assert_eq!(out.code, 1, "{out:?}");
     assert!(!out.all().contains(WRONG), "token printed: {out:?}");
 
     // Unreachable admin API: 1.
     let dead = format!("http://127.0.0.1:{}", free_port());
-    let out = cli(
-        vec![
-            "admin".into(),
-            "--url".into(),
-            dead,
-            "--token".into(),
-            ADMIN_TOKEN.into(),
-            "users".into(),
-            "list".into(),
-        ],
-        vec![],
-        vec![],
-    )
-    .await;
+    let out = admin_at(&dead, ADMIN_TOKEN, &["users", "list"]).await;
     assert_eq!(out.code, 1, "{out:?}");
     assert!(!out.stderr.trim().is_empty(), "no message: {out:?}");
 
     // Help mentions the resources and never the token from the environment.
-    let out = cli(
-        vec!["admin".into(), "--help".into()],
-        vec![("TOLLGATE_ADMIN_TOKEN".into(), ADMIN_TOKEN.into())],
-        vec![],
-    )
-    .await;
+    let env = [("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN)];
+    let out = cli(&["admin", "--help"], &env, &[]).await;
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.stdout.contains("users") && out.stdout.contains("keys"));
 }
@@ -774,30 +705,25 @@ fn config_copy(gw: &TestGateway, name: &str, replacement: &str) -> (String, Stri
     (path.to_str().unwrap().to_string(), text)
 }
 
-async fn admin_with_config(config: &str, args: &[&str], env: Vec<(String, String)>) -> Out {
-    let mut full: Vec<String> = vec!["admin".into(), "-c".into(), config.into()];
-    full.extend(args.iter().map(|s| s.to_string()));
-    cli(full, env, vec!["OPENAI_API_KEY".into()]).await
+async fn admin_with_config(config: &str, args: &[&str], env: &[(&str, &str)]) -> Out {
+    let mut full = vec!["admin", "-c", config];
+    full.extend_from_slice(args);
+    cli(&full, env, &["OPENAI_API_KEY"]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_with_config_referencing_an_unset_variable() {
-    let (_mock, gw) = start_gateway().await;
+    let (_mock, gw) = start_with_mock("").await;
     gw.create_user("zoe").await;
     let (copy, text) = config_copy(&gw, "quoted.yaml", "\"${OPENAI_API_KEY}\"");
 
     // The copy really depends on the variable...
-    let out = cli(
-        vec!["check".into(), "-c".into(), copy.clone()],
-        vec![],
-        vec!["OPENAI_API_KEY".into()],
-    )
-    .await;
+    let out = cli(&["check", "-c", &copy], &[], &["OPENAI_API_KEY"]).await;
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stderr.contains("OPENAI_API_KEY"), "{out:?}");
 
     // ...and the admin client does not need it.
-    let out = admin_with_config(&copy, &["users", "list"], vec![]).await;
+    let out = admin_with_config(&copy, &["users", "list"], &[]).await;
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.stdout.contains("zoe"), "{out:?}");
 
@@ -810,7 +736,7 @@ async fn admin_with_config_referencing_an_unset_variable() {
     let out = admin_with_config(
         token_copy.to_str().unwrap(),
         &["--json", "users", "show", "zoe"],
-        vec![("TOLLGATE_TEST_CLI_TOKEN".into(), ADMIN_TOKEN.into())],
+        &[("TOLLGATE_TEST_CLI_TOKEN", ADMIN_TOKEN)],
     )
     .await;
     assert_eq!(out.code, 0, "{out:?}");
@@ -821,18 +747,18 @@ async fn admin_with_config_referencing_an_unset_variable() {
 /// (`keys: [${OPENAI_API_KEY}]`): `serve` and `check` accept that form, so the CLI must too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_with_config_referencing_an_unset_variable_in_a_flow_list() {
-    let (_mock, gw) = start_gateway().await;
+    let (_mock, gw) = start_with_mock("").await;
     gw.create_user("zoe").await;
     let (copy, _) = config_copy(&gw, "flow.yaml", "${OPENAI_API_KEY}");
     let out = cli(
-        vec!["check".into(), "-c".into(), copy.clone()],
-        vec![("OPENAI_API_KEY".into(), "sk-set".into())],
-        vec![],
+        &["check", "-c", &copy],
+        &[("OPENAI_API_KEY", "sk-set")],
+        &[],
     )
     .await;
     assert_eq!(out.code, 0, "check accepts the SPEC form: {out:?}");
 
-    let out = admin_with_config(&copy, &["users", "list"], vec![]).await;
+    let out = admin_with_config(&copy, &["users", "list"], &[]).await;
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.stdout.contains("zoe"), "{out:?}");
 }

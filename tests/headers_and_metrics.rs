@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use common::mock::{MockUpstream, Mode};
-use common::{GatewayConfig, TestGateway};
+use common::{start_with_user, GatewayConfig, TestGateway};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -25,10 +25,7 @@ const SECURITY_HEADERS: &[(&str, &str)] = &[
 const HSTS: &str = "max-age=31536000; includeSubDomains";
 
 async fn setup(extra: &str) -> (MockUpstream, TestGateway, String) {
-    let mock = MockUpstream::start().await;
-    let gw = TestGateway::start(GatewayConfig::new(&mock.url()).extra(extra)).await;
-    let key = gw.create_user("headers").await;
-    (mock, gw, key)
+    start_with_user(extra, "headers").await
 }
 
 fn header<'a>(resp: &'a reqwest::Response, name: &str) -> Option<&'a str> {
@@ -49,37 +46,46 @@ fn chat_body() -> Value {
     json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
 }
 
+/// `POST url` of `chat_body()`, with `key` or with no key at all.
+fn chat_at(client: &reqwest::Client, url: &str, key: Option<&str>) -> reqwest::RequestBuilder {
+    let req = client.post(url);
+    match key {
+        Some(key) => req.bearer_auth(key),
+        None => req,
+    }
+    .json(&chat_body())
+}
+
+/// `POST /v1/chat/completions` of `chat_body()` to the gateway, with `key` or with no key.
+fn chat(gw: &TestGateway, key: Option<&str>) -> reqwest::RequestBuilder {
+    chat_at(&gw.http, &gw.url("/v1/chat/completions"), key)
+}
+
+/// A CORS preflight for `method` on `path` from `origin`.
+fn preflight(gw: &TestGateway, path: &str, origin: &str, method: &str) -> reqwest::RequestBuilder {
+    gw.http
+        .request(reqwest::Method::OPTIONS, gw.url(path))
+        .header("origin", origin)
+        .header("access-control-request-method", method)
+}
+
+/// Sends `req` and asserts the answer's status.
+async fn send_expect(req: reqwest::RequestBuilder, status: u16) -> reqwest::Response {
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status(), status);
+    resp
+}
+
 /// A proxied 200, a local 401 and the local `/status`, each with `Origin: origin`.
 async fn three_kinds(
     gw: &TestGateway,
     key: &str,
     origin: &str,
 ) -> Vec<(&'static str, reqwest::Response)> {
-    let proxied = gw
-        .post("/v1/chat/completions", key)
-        .header("origin", origin)
-        .json(&chat_body())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(proxied.status(), 200);
-    let unauthorized = gw
-        .http
-        .post(gw.url("/v1/chat/completions"))
-        .header("origin", origin)
-        .json(&chat_body())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(unauthorized.status(), 401);
-    let status = gw
-        .http
-        .get(gw.url("/status"))
-        .header("origin", origin)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(status.status(), 200);
+    let proxied = send_expect(chat(gw, Some(key)).header("origin", origin), 200).await;
+    let unauthorized = send_expect(chat(gw, None).header("origin", origin), 401).await;
+    let status = gw.http.get(gw.url("/status")).header("origin", origin);
+    let status = send_expect(status, 200).await;
     vec![
         ("proxied", proxied),
         ("401", unauthorized),
@@ -90,19 +96,17 @@ async fn three_kinds(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cors_preflight_needs_no_key_and_never_goes_upstream() {
     let (mock, gw, key) = setup("").await;
-    let resp = gw
-        .http
-        .request(reqwest::Method::OPTIONS, gw.url("/v1/chat/completions"))
-        .header("origin", "https://somewhere.example")
-        .header("access-control-request-method", "POST")
-        .header(
-            "access-control-request-headers",
-            "authorization, content-type, x-custom-thing",
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 204);
+    let resp = preflight(
+        &gw,
+        "/v1/chat/completions",
+        "https://somewhere.example",
+        "POST",
+    )
+    .header(
+        "access-control-request-headers",
+        "authorization, content-type, x-custom-thing",
+    );
+    let resp = send_expect(resp, 204).await;
     assert_eq!(header(&resp, "access-control-allow-origin"), Some("*"));
     let methods = header_values(&resp, "access-control-allow-methods");
     assert!(methods.contains(&"post".to_string()), "{methods:?}");
@@ -122,13 +126,7 @@ async fn cors_preflight_needs_no_key_and_never_goes_upstream() {
     assert!(resp.bytes().await.unwrap().is_empty());
 
     // The next request reaches the upstream and is the only one it ever saw.
-    let resp = gw
-        .post("/v1/chat/completions", &key)
-        .json(&chat_body())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    send_expect(chat(&gw, Some(&key)), 200).await;
     assert_eq!(mock.request_count(), 1);
     assert_eq!(mock.requests()[0].method, "POST");
 }
@@ -176,20 +174,14 @@ async fn cors_allow_list_echoes_listed_origins_only() {
     }
 
     // A preflight from a listed origin is allowed, from another one not.
-    let preflight = |origin: &'static str| {
-        gw.http
-            .request(reqwest::Method::OPTIONS, gw.url("/v1/chat/completions"))
-            .header("origin", origin)
-            .header("access-control-request-method", "POST")
-            .send()
-    };
-    let resp = preflight("https://app.example").await.unwrap();
+    let preflight_from = |origin| preflight(&gw, "/v1/chat/completions", origin, "POST").send();
+    let resp = preflight_from("https://app.example").await.unwrap();
     assert_eq!(resp.status(), 204);
     assert_eq!(
         header(&resp, "access-control-allow-origin"),
         Some("https://app.example")
     );
-    let resp = preflight("https://evil.example").await.unwrap();
+    let resp = preflight_from("https://evil.example").await.unwrap();
     assert_eq!(header(&resp, "access-control-allow-origin"), None);
 }
 
@@ -208,16 +200,21 @@ fn assert_security_headers(kind: &str, resp: &reqwest::Response) {
     }
 }
 
+/// Asserts the `Strict-Transport-Security` header of `resp` is `expected`.
+fn assert_hsts(resp: &reqwest::Response, expected: Option<&str>, what: &str) {
+    assert_eq!(
+        header(resp, "strict-transport-security"),
+        expected,
+        "{what}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn security_headers_on_by_default_and_no_hsts_on_plain_http() {
     let (_mock, gw, key) = setup("").await;
     for (kind, resp) in three_kinds(&gw, &key, "https://app.example").await {
         assert_security_headers(kind, &resp);
-        assert_eq!(
-            header(&resp, "strict-transport-security"),
-            None,
-            "{kind}: HSTS on a plain listener"
-        );
+        assert_hsts(&resp, None, &format!("{kind}: HSTS on a plain listener"));
     }
 }
 
@@ -331,41 +328,21 @@ async fn hsts_only_on_tls_listeners() {
     });
     assert_eq!(status_resp.status(), 200);
 
-    let proxied = tls
-        .post(tls_url("/v1/chat/completions"))
-        .bearer_auth(&key)
-        .json(&chat_body())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(proxied.status(), 200);
-    let unauthorized = tls
-        .post(tls_url("/v1/chat/completions"))
-        .json(&chat_body())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(unauthorized.status(), 401);
+    let chat_url = tls_url("/v1/chat/completions");
+    let proxied = send_expect(chat_at(&tls, &chat_url, Some(&key)), 200).await;
+    let unauthorized = send_expect(chat_at(&tls, &chat_url, None), 401).await;
     for (kind, resp) in [
         ("TLS /status", &status_resp),
         ("TLS proxied", &proxied),
         ("TLS 401", &unauthorized),
     ] {
-        assert_eq!(
-            header(resp, "strict-transport-security"),
-            Some(HSTS),
-            "{kind}"
-        );
+        assert_hsts(resp, Some(HSTS), kind);
         assert_security_headers(kind, resp);
     }
 
     // The plain listener of the same gateway: no HSTS.
     for (kind, resp) in three_kinds(&gw, &key, "https://app.example").await {
-        assert_eq!(
-            header(&resp, "strict-transport-security"),
-            None,
-            "plain {kind}"
-        );
+        assert_hsts(&resp, None, &format!("plain {kind}"));
     }
 }
 
@@ -375,13 +352,7 @@ async fn request_ids_on_every_response_and_sent_upstream() {
     let mut seen = HashSet::new();
 
     for i in 0..5 {
-        let resp = gw
-            .post("/v1/chat/completions", &key)
-            .json(&chat_body())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
+        let resp = send_expect(chat(&gw, Some(&key)), 200).await;
         let id = header(&resp, "x-tollgate-request-id")
             .expect("x-tollgate-request-id")
             .to_string();
@@ -402,10 +373,7 @@ async fn request_ids_on_every_response_and_sent_upstream() {
             (200, gw.http.get(gw.url("/status")).send().await.unwrap()),
             (
                 204,
-                gw.http
-                    .request(reqwest::Method::OPTIONS, gw.url("/v1/models"))
-                    .header("origin", "https://app.example")
-                    .header("access-control-request-method", "GET")
+                preflight(&gw, "/v1/models", "https://app.example", "GET")
                     .send()
                     .await
                     .unwrap(),
@@ -606,91 +574,73 @@ async fn metrics_count_traffic_without_unbounded_labels() {
     );
     let gw = TestGateway::start(GatewayConfig::new(&mock.url()).upstreams(&upstreams)).await;
     let user = "metrics-user-zq";
-    let (status, created) = gw
-        .admin("POST", "/admin/users", Some(json!({"name": user})))
+    let created = gw
+        .admin_expect(201, "POST", "/admin/users", Some(json!({"name": user})))
         .await;
-    assert_eq!(status, 201, "{created}");
     let key = created["key"]["key"].as_str().unwrap().to_string();
     let key_id = created["key"]["id"].as_str().unwrap().to_string();
 
-    let chat = |status| [("route", "/v1/chat/completions"), ("status", status)];
+    let chat_labels = |status| [("route", "/v1/chat/completions"), ("status", status)];
     for _ in 0..3 {
-        let resp = gw
-            .post("/v1/chat/completions", &key)
-            .json(&chat_body())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
+        let resp = send_expect(chat(&gw, Some(&key)), 200).await;
         resp.bytes().await.unwrap();
     }
     // A stream on another route, and a refused request.
-    let resp = gw
-        .post("/v1/completions", &key)
-        .json(&json!({"model": "gpt-3.5-turbo-instruct", "prompt": "hi", "stream": true}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    let stream = json!({"model": "gpt-3.5-turbo-instruct", "prompt": "hi", "stream": true});
+    let resp = send_expect(gw.post("/v1/completions", &key).json(&stream), 200).await;
     resp.bytes().await.unwrap();
-    let resp = gw
-        .http
-        .post(gw.url("/v1/chat/completions"))
-        .json(&chat_body())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 401);
+    send_expect(chat(&gw, None), 401).await;
 
     let text = metrics_when(&gw, |s| {
-        metric(s, "tollgate_requests_total", &chat("200")) == Some(3.0)
-            && metric(s, "tollgate_requests_total", &chat("401")) == Some(1.0)
+        metric(s, "tollgate_requests_total", &chat_labels("200")) == Some(3.0)
+            && metric(s, "tollgate_requests_total", &chat_labels("401")) == Some(1.0)
             && metric(s, "tollgate_active_requests", &[]) == Some(0.0)
     })
     .await;
     let s = parse_metrics(&text);
-    assert_eq!(
-        metric(&s, "tollgate_requests_total", &chat("200")),
-        Some(3.0),
-        "{text}"
-    );
-    assert_eq!(
-        metric(&s, "tollgate_requests_total", &chat("401")),
-        Some(1.0),
-        "{text}"
-    );
     let completions_200 = [("route", "/v1/completions"), ("status", "200")];
-    assert_eq!(
-        metric(&s, "tollgate_requests_total", &completions_200),
-        Some(1.0),
-        "{text}"
-    );
-    let chat_inf = [("route", "/v1/chat/completions"), ("le", "+Inf")];
-    let observed = metric(&s, "tollgate_request_duration_seconds_bucket", &chat_inf);
-    assert!(observed.is_some_and(|n| n >= 3.0), "{text}");
     let openai = [("upstream", "openai")];
-    let upstream = metric(&s, "tollgate_upstream_duration_seconds_count", &openai);
-    assert!(upstream.is_some_and(|n| n >= 4.0), "{text}");
-    assert!(
-        metric(&s, "tollgate_upstream_duration_seconds_bucket", &openai).is_some(),
-        "{text}"
-    );
-    let overhead = metric(&s, "tollgate_overhead_seconds_count", &[]);
-    assert!(overhead.is_some_and(|n| n >= 4.0), "{text}");
-    assert!(
-        metric(&s, "tollgate_overhead_seconds_bucket", &[]).is_some(),
-        "{text}"
-    );
-    assert_eq!(
-        metric(&s, "tollgate_active_requests", &[]),
-        Some(0.0),
-        "{text}"
-    );
-    assert_eq!(
-        metric(&s, "tollgate_active_streams", &[]),
-        Some(0.0),
-        "{text}"
-    );
+    // Exact values.
+    for (name, labels, value) in [
+        ("tollgate_requests_total", &chat_labels("200")[..], 3.0),
+        ("tollgate_requests_total", &chat_labels("401"), 1.0),
+        ("tollgate_requests_total", &completions_200, 1.0),
+        ("tollgate_active_requests", &[], 0.0),
+        ("tollgate_active_streams", &[], 0.0),
+    ] {
+        assert_eq!(
+            metric(&s, name, labels),
+            Some(value),
+            "{name} {labels:?}\n{text}"
+        );
+    }
+    // At least this much.
+    let chat_inf = [("route", "/v1/chat/completions"), ("le", "+Inf")];
+    for (name, labels, least) in [
+        (
+            "tollgate_request_duration_seconds_bucket",
+            &chat_inf[..],
+            3.0,
+        ),
+        ("tollgate_upstream_duration_seconds_count", &openai, 4.0),
+        ("tollgate_overhead_seconds_count", &[], 4.0),
+    ] {
+        let value = metric(&s, name, labels);
+        assert!(
+            value.is_some_and(|n| n >= least),
+            "{name} {labels:?}\n{text}"
+        );
+    }
+    // Present.
+    for (name, labels) in [
+        ("tollgate_upstream_duration_seconds_bucket", &openai[..]),
+        ("tollgate_overhead_seconds_bucket", &[]),
+    ] {
+        assert!(
+            metric(&s, name, labels).is_some(),
+            "{name} {labels:?}\n{text}"
+        );
+    }
     assert_eq!(
         metric(&s, "tollgate_upstream_errors_total", &[]).unwrap_or(0.0),
         0.0,
@@ -698,34 +648,23 @@ async fn metrics_count_traffic_without_unbounded_labels() {
     );
 
     // A backend that refuses the connection.
-    let resp = gw
-        .post("/v1/embeddings", &key)
-        .json(&json!({"model": "text-embedding-3-small", "input": "hi"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 502);
+    let embeddings = json!({"model": "text-embedding-3-small", "input": "hi"});
+    let resp = send_expect(gw.post("/v1/embeddings", &key).json(&embeddings), 502).await;
     resp.bytes().await.unwrap();
     // A backend that takes the request and closes the connection without an answer.
     mock.set_mode(Mode::DropConnection);
-    let resp = gw
-        .post("/v1/chat/completions", &key)
-        .json(&chat_body())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 502);
+    let resp = send_expect(chat(&gw, Some(&key)), 502).await;
     resp.bytes().await.unwrap();
     mock.set_mode(Mode::Normal);
 
     let text = metrics_when(&gw, |s| {
-        metric(s, "tollgate_requests_total", &chat("502")) == Some(1.0)
+        metric(s, "tollgate_requests_total", &chat_labels("502")) == Some(1.0)
             && metric(s, "tollgate_active_requests", &[]) == Some(0.0)
     })
     .await;
     let s = parse_metrics(&text);
     assert_eq!(
-        metric(&s, "tollgate_requests_total", &chat("502")),
+        metric(&s, "tollgate_requests_total", &chat_labels("502")),
         Some(1.0),
         "{text}"
     );

@@ -7,11 +7,14 @@
 
 mod common;
 
-use std::future::Future;
 use std::time::Duration;
 
+use common::assert::{assert_error, assert_key_format, assert_request_id_headers, header_str};
 use common::mock::{MockUpstream, Mode};
-use common::{chat_body, free_port, wait_until, GatewayConfig, TestGateway, ADMIN_TOKEN};
+use common::{
+    chat_body, eventually, free_port, fresh_client, start_with_mock, wait_until, GatewayConfig,
+    TestGateway, ADMIN_TOKEN,
+};
 use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
 
@@ -20,27 +23,11 @@ const WAIT: Duration = Duration::from_secs(10);
 /// Guard against a gateway that never answers (the test fails instead of hanging).
 const NO_HANG: Duration = Duration::from_secs(30);
 const POOL_KEY: &str = "sk-upstream-test";
+/// The caller's own provider key in the BYOK tests.
+const OWN_KEY: &str = "sk-caller-own-key";
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-/// Polls an async condition until it holds or `limit` passes.
-async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if check().await {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// Sends a request, failing the test (rather than hanging) if no answer comes.
 async fn send(req: reqwest::RequestBuilder) -> reqwest::Response {
@@ -62,54 +49,31 @@ async fn read(resp: reqwest::Response) -> (u16, HeaderMap, Value) {
     (status, headers, body)
 }
 
+/// The body of a response that must be a 200.
+async fn read_ok(resp: reqwest::Response) -> Value {
+    let (status, _, body) = read(resp).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
 /// Asserts a gateway-made error (SPEC §4): status, `error.type`, `error.code`, a message, and
 /// the request-id headers of a gateway response (SPEC §3.7). Returns the body.
 async fn expect_error(resp: reqwest::Response, status: u16, kind: &str, code: &str) -> Value {
     let (got, headers, body) = read(resp).await;
     assert_eq!(got, status, "unexpected status; body: {body}");
-    assert_eq!(body["error"]["type"], kind, "error.type; body: {body}");
-    assert_eq!(body["error"]["code"], code, "error.code; body: {body}");
-    assert!(
-        body["error"]["message"].is_string(),
-        "error.message; body: {body}"
-    );
-    let rid = headers
-        .get("x-tollgate-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    assert!(
-        !rid.is_empty(),
-        "x-tollgate-request-id missing: {headers:?}"
-    );
-    assert_eq!(
-        headers.get("x-request-id").and_then(|v| v.to_str().ok()),
-        Some(rid),
-        "x-request-id on a gateway-made response"
-    );
+    assert_error(&body, kind, code);
+    assert_request_id_headers(&headers);
     body
 }
 
-/// A client that opens a new connection for every request. Tests of a feature whose refusals
-/// go through Pingora's `fail_to_proxy` use it, so they do not depend on how the gateway treats
-/// the client connection after such an error (`error_responses_leave_the_connection_usable`
-/// tests that on its own).
-fn fresh_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap()
+/// `expect_error` for the 401 of a missing, unknown or revoked key.
+async fn expect_invalid_api_key(resp: reqwest::Response) {
+    expect_error(resp, 401, "invalid_request_error", "invalid_api_key").await;
 }
 
-fn assert_key_format(key: &str) {
-    let rest = key
-        .strip_prefix("sk-tg-")
-        .unwrap_or_else(|| panic!("key without the sk-tg- prefix: {key}"));
-    assert_eq!(rest.len(), 40, "key length: {key}");
-    assert!(
-        rest.bytes().all(|c| c.is_ascii_alphanumeric()),
-        "key characters: {key}"
-    );
+/// `expect_error` for a chat completion with `key`.
+async fn expect_chat_error(gw: &TestGateway, key: &str, status: u16, kind: &str, code: &str) {
+    expect_error(chat(gw, key).await, status, kind, code).await;
 }
 
 /// Creates a user through the admin API; returns its first key's (id, secret).
@@ -124,12 +88,27 @@ async fn new_user(gw: &TestGateway, name: &str) -> (String, String) {
     (id, key)
 }
 
+/// `N` mock upstreams, started one after the other.
+async fn start_mocks<const N: usize>() -> [MockUpstream; N] {
+    let mut mocks = Vec::with_capacity(N);
+    for _ in 0..N {
+        mocks.push(MockUpstream::start().await);
+    }
+    mocks
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("N mocks were started"))
+}
+
+/// A mock upstream, a gateway in front of it, and the user `alice`: her first key's
+/// (id, secret).
+async fn start_with_alice() -> (MockUpstream, TestGateway, String, String) {
+    let (mock, gw) = start_with_mock("").await;
+    let (id, key) = new_user(&gw, "alice").await;
+    (mock, gw, id, key)
+}
+
 async fn chat(gw: &TestGateway, key: &str) -> reqwest::Response {
-    send(
-        gw.post("/v1/chat/completions", key)
-            .json(&chat_body("gpt-4o-mini")),
-    )
-    .await
+    send(gw.chat_request(key)).await
 }
 
 async fn chat_status(gw: &TestGateway, key: &str) -> u16 {
@@ -144,10 +123,6 @@ async fn echo(req: reqwest::RequestBuilder) -> (HeaderMap, Value) {
     let (status, headers, body) = read(send(req).await).await;
     assert_eq!(status, 200, "echo failed: {body}");
     (headers, body)
-}
-
-fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
 }
 
 /// The sum of a metric's samples whose labels include all of `labels` (0 when absent).
@@ -168,6 +143,25 @@ fn upstreams_yaml(name: &str, backends: &[String], keys: &[&str], more: &str) ->
         backends.join(", "),
         keys.join(", "),
     )
+}
+
+/// A gateway whose only upstream is `openai` with these backends, keys and more settings.
+async fn start_openai_pool(backends: &[String], keys: &[&str], more: &str) -> TestGateway {
+    let ups = format!(
+        "upstreams:\n{}",
+        upstreams_yaml("openai", backends, keys, more)
+    );
+    TestGateway::start(GatewayConfig::new(&backends[0]).upstreams(&ups)).await
+}
+
+/// The `id`s of a model list reply.
+fn model_ids(body: &Value) -> Vec<&str> {
+    body["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|m| m["id"].as_str().unwrap_or_default())
+        .collect()
 }
 
 /// The parts of a raw HTTP/1.1 response: status, headers (lowercased names), body (de-chunked).
@@ -211,36 +205,23 @@ fn parse_raw(raw: &str) -> (u16, Vec<(String, String)>, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_or_unknown_key_is_401_invalid_api_key() {
-    let mock = MockUpstream::start().await;
-    let gw = TestGateway::start(GatewayConfig::new(&mock.url())).await;
-    let (_, key) = new_user(&gw, "alice").await;
+    let (mock, gw, _, key) = start_with_alice().await;
 
-    let resp = send(
-        gw.http
-            .post(gw.url("/v1/chat/completions"))
-            .json(&chat_body("gpt-4o-mini")),
-    )
-    .await;
-    expect_error(resp, 401, "invalid_request_error", "invalid_api_key").await;
+    let no_key = gw.http.post(gw.url("/v1/chat/completions"));
+    expect_invalid_api_key(send(no_key.json(&chat_body("gpt-4o-mini"))).await).await;
 
     // Well-formed but never issued.
     let unknown = format!("sk-tg-{}", "A".repeat(40));
-    expect_error(
-        chat(&gw, &unknown).await,
-        401,
-        "invalid_request_error",
-        "invalid_api_key",
-    )
-    .await;
+    expect_invalid_api_key(chat(&gw, &unknown).await).await;
     // Not a bearer token at all.
-    let resp = send(
+    let basic = send(
         gw.http
             .post(gw.url("/v1/chat/completions"))
             .header("authorization", format!("Basic {key}"))
             .json(&chat_body("gpt-4o-mini")),
     )
     .await;
-    expect_error(resp, 401, "invalid_request_error", "invalid_api_key").await;
+    expect_invalid_api_key(basic).await;
     assert_eq!(mock.request_count(), 0, "refused requests reached upstream");
 
     assert_eq!(chat_status(&gw, &key).await, 200);
@@ -249,69 +230,44 @@ async fn missing_or_unknown_key_is_401_invalid_api_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoked_key_stops_working_at_once() {
-    let mock = MockUpstream::start().await;
-    let gw = TestGateway::start(GatewayConfig::new(&mock.url())).await;
-    let (id, key) = new_user(&gw, "alice").await;
+    let (mock, gw, id, key) = start_with_alice().await;
     // Warm the key so it sits in the gateway's hot-key cache.
     assert_eq!(chat_status(&gw, &key).await, 200);
     assert_eq!(chat_status(&gw, &key).await, 200);
 
-    let (status, body) = gw.admin("DELETE", &format!("/admin/keys/{id}"), None).await;
+    let (status, body) = gw.delete_key(&id).await;
     assert_eq!(status, 204, "{body}");
-    expect_error(
-        chat(&gw, &key).await,
-        401,
-        "invalid_request_error",
-        "invalid_api_key",
-    )
-    .await;
+    expect_invalid_api_key(chat(&gw, &key).await).await;
     assert_eq!(mock.request_count(), 2);
-    let (status, _) = gw.admin("GET", &format!("/admin/keys/{id}"), None).await;
+    let (status, _) = gw.get_key(&id).await;
     assert_eq!(status, 404, "a revoked key is gone from the admin API");
+}
+
+/// `PATCH /admin/keys/{id}` that must answer 200; returns the key record.
+async fn patch_ok(gw: &TestGateway, id: &str, patch: Value) -> Value {
+    let (status, body) = gw.patch_key(id, patch).await;
+    assert_eq!(status, 200, "{body}");
+    body
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disabled_key_is_403_until_enabled_again() {
-    let mock = MockUpstream::start().await;
-    let gw = TestGateway::start(GatewayConfig::new(&mock.url())).await;
-    let (id, key) = new_user(&gw, "alice").await;
+    let (mock, gw, id, key) = start_with_alice().await;
     assert_eq!(chat_status(&gw, &key).await, 200);
 
-    let (status, body) = gw
-        .admin(
-            "PATCH",
-            &format!("/admin/keys/{id}"),
-            Some(json!({"disabled": true})),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    let body = patch_ok(&gw, &id, json!({"disabled": true})).await;
     assert_eq!(body["disabled"], true, "{body}");
-    expect_error(
-        chat(&gw, &key).await,
-        403,
-        "permission_error",
-        "key_disabled",
-    )
-    .await;
+    expect_chat_error(&gw, &key, 403, "permission_error", "key_disabled").await;
     assert_eq!(mock.request_count(), 1);
 
-    let (status, body) = gw
-        .admin(
-            "PATCH",
-            &format!("/admin/keys/{id}"),
-            Some(json!({"disabled": false})),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    patch_ok(&gw, &id, json!({"disabled": false})).await;
     assert_eq!(chat_status(&gw, &key).await, 200);
     assert!(mock.wait_for_requests(2, WAIT).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_created_with_expires_in_s_expires() {
-    let mock = MockUpstream::start().await;
-    let gw = TestGateway::start(GatewayConfig::new(&mock.url())).await;
-    new_user(&gw, "alice").await;
+    let (_mock, gw, _, _) = start_with_alice().await;
     let (_, key) = gw.create_key("alice", json!({"expires_in_s": 1})).await;
     assert_key_format(&key);
 
@@ -333,69 +289,40 @@ async fn key_created_with_expires_in_s_expires() {
     assert_eq!(body["error"]["code"], "key_expired", "{body}");
     assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
     // And it stays expired.
-    expect_error(
-        chat(&gw, &key).await,
-        401,
-        "invalid_request_error",
-        "key_expired",
-    )
-    .await;
+    expect_chat_error(&gw, &key, 401, "invalid_request_error", "key_expired").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expires_at_in_the_past_takes_effect_at_once() {
-    let mock = MockUpstream::start().await;
-    let gw = TestGateway::start(GatewayConfig::new(&mock.url())).await;
-    let (id, key) = new_user(&gw, "alice").await;
+    let (mock, gw, id, key) = start_with_alice().await;
     assert_eq!(chat_status(&gw, &key).await, 200);
 
-    let (status, body) = gw
-        .admin(
-            "PATCH",
-            &format!("/admin/keys/{id}"),
-            Some(json!({"expires_at": "2020-01-01T00:00:00Z"})),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    expect_error(
-        chat(&gw, &key).await,
-        401,
-        "invalid_request_error",
-        "key_expired",
-    )
-    .await;
+    patch_ok(&gw, &id, json!({"expires_at": "2020-01-01T00:00:00Z"})).await;
+    expect_chat_error(&gw, &key, 401, "invalid_request_error", "key_expired").await;
     assert_eq!(mock.request_count(), 1);
 
     // Clearing the expiry brings it back.
-    let (status, body) = gw
-        .admin(
-            "PATCH",
-            &format!("/admin/keys/{id}"),
-            Some(json!({"expires_at": null})),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    patch_ok(&gw, &id, json!({"expires_at": null})).await;
     assert_eq!(chat_status(&gw, &key).await, 200);
+}
+
+/// `POST /admin/keys/{id}/rotate` with `grace_s`, which must answer 200; returns the reply and
+/// the new secret (checked for the key format).
+async fn rotate_ok(gw: &TestGateway, id: &str, grace_s: u64) -> (Value, String) {
+    let (status, body) = gw.rotate_key(id, json!({"grace_s": grace_s})).await;
+    assert_eq!(status, 200, "{body}");
+    let new = body["key"].as_str().expect("new key").to_string();
+    assert_key_format(&new);
+    (body, new)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_with_grace_keeps_both_secrets_working() {
-    let mock = MockUpstream::start().await;
-    let gw = TestGateway::start(GatewayConfig::new(&mock.url())).await;
-    let (id, old) = new_user(&gw, "alice").await;
+    let (mock, gw, id, old) = start_with_alice().await;
     assert_eq!(chat_status(&gw, &old).await, 200);
 
-    let (status, body) = gw
-        .admin(
-            "POST",
-            &format!("/admin/keys/{id}/rotate"),
-            Some(json!({"grace_s": 3600})),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    let (body, new) = rotate_ok(&gw, &id, 3600).await;
     assert_eq!(body["id"], id.as_str(), "rotation keeps the key id: {body}");
-    let new = body["key"].as_str().expect("new key").to_string();
-    assert_key_format(&new);
     assert_ne!(new, old);
 
     assert_eq!(chat_status(&gw, &old).await, 200, "old key within grace");
@@ -405,54 +332,29 @@ async fn rotation_with_grace_keeps_both_secrets_working() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_without_grace_stops_the_old_secret_at_once() {
-    let mock = MockUpstream::start().await;
-    let gw = TestGateway::start(GatewayConfig::new(&mock.url())).await;
-    let (id, old) = new_user(&gw, "alice").await;
+    let (mock, gw, id, old) = start_with_alice().await;
     assert_eq!(chat_status(&gw, &old).await, 200);
 
-    let (status, body) = gw
-        .admin(
-            "POST",
-            &format!("/admin/keys/{id}/rotate"),
-            Some(json!({"grace_s": 0})),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    let new = body["key"].as_str().expect("new key").to_string();
-    assert_key_format(&new);
+    let (_, new) = rotate_ok(&gw, &id, 0).await;
 
-    expect_error(
-        chat(&gw, &old).await,
-        401,
-        "invalid_request_error",
-        "invalid_api_key",
-    )
-    .await;
+    expect_invalid_api_key(chat(&gw, &old).await).await;
     assert_eq!(chat_status(&gw, &new).await, 200);
     assert_eq!(mock.request_count(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_user_stops_all_its_keys_at_once() {
-    let mock = MockUpstream::start().await;
-    let gw = TestGateway::start(GatewayConfig::new(&mock.url())).await;
-    let (_, first) = new_user(&gw, "alice").await;
+    let (mock, gw, _, first) = start_with_alice().await;
     let (_, second) = gw.create_key("alice", json!({"label": "second"})).await;
     let (_, other) = new_user(&gw, "bob").await;
     for key in [&first, &second, &other] {
         assert_eq!(chat_status(&gw, key).await, 200);
     }
 
-    let (status, body) = gw.admin("DELETE", "/admin/users/alice", None).await;
-    assert_eq!(status, 204, "{body}");
-    for key in [&first, &second] {
-        expect_error(
-            chat(&gw, key).await,
-            401,
-            "invalid_request_error",
-            "invalid_api_key",
-        )
+    gw.admin_expect(204, "DELETE", "/admin/users/alice", None)
         .await;
+    for key in [&first, &second] {
+        expect_invalid_api_key(chat(&gw, key).await).await;
     }
     assert_eq!(
         chat_status(&gw, &other).await,
@@ -465,23 +367,32 @@ async fn deleting_a_user_stops_all_its_keys_at_once() {
 // ---------------------------------------------------------------------------------------------
 // 2. Model allow-list
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn model_allow_list_refuses_other_models_before_upstream() {
-    let mock = MockUpstream::start().await;
-    let mut gw = TestGateway::start(GatewayConfig::new(&mock.url())).await;
+/// `start_with_alice`, with a gateway client that opens a new connection for every request
+/// (`fresh_client`) and a key of hers for `models` only.
+async fn start_with_model_key(models: &[&str]) -> (MockUpstream, TestGateway, String) {
+    let (mock, mut gw, _, _) = start_with_alice().await;
     gw.http = fresh_client();
-    new_user(&gw, "alice").await;
-    let (_, key) = gw
-        .create_key("alice", json!({"models": ["gpt-4o-mini"]}))
-        .await;
+    let (_, key) = gw.create_key("alice", json!({ "models": models })).await;
+    (mock, gw, key)
+}
 
-    let resp = send(
-        gw.post("/v1/chat/completions", &key)
-            .json(&chat_body("gpt-4o")),
-    )
-    .await;
+/// `expect_error` for the 403 of a model outside the key's list (`param` is `model`).
+async fn expect_model_not_allowed(resp: reqwest::Response) {
     let body = expect_error(resp, 403, "permission_error", "model_not_allowed").await;
     assert_eq!(body["error"]["param"], "model", "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_allow_list_refuses_other_models_before_upstream() {
+    let (mock, gw, key) = start_with_model_key(&["gpt-4o-mini"]).await;
+
+    let gpt_4o = |key: &str| {
+        send(
+            gw.post("/v1/chat/completions", key)
+                .json(&chat_body("gpt-4o")),
+        )
+    };
+    expect_model_not_allowed(gpt_4o(&key).await).await;
     // The refused request never reached the upstream complete, and no connection lingers.
     assert_eq!(
         mock.request_count(),
@@ -511,8 +422,7 @@ async fn model_allow_list_refuses_other_models_before_upstream() {
     assert_eq!(mock.request_count(), 0);
 
     // The allowed model passes, with its body intact.
-    let (status, _, body) = read(chat(&gw, &key).await).await;
-    assert_eq!(status, 200, "{body}");
+    let body = read_ok(chat(&gw, &key).await).await;
     assert_eq!(body["object"], "chat.completion", "{body}");
     assert!(mock.wait_for_requests(1, WAIT).await);
     let recorded = mock.last_request().unwrap();
@@ -521,29 +431,18 @@ async fn model_allow_list_refuses_other_models_before_upstream() {
 
     // A key without a list may use any model.
     let (_, free) = gw.create_key("alice", json!({})).await;
-    let resp = send(
-        gw.post("/v1/chat/completions", &free)
-            .json(&chat_body("gpt-4o")),
-    )
-    .await;
-    assert_eq!(resp.status(), 200);
+    assert_eq!(gpt_4o(&free).await.status(), 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn model_allow_list_checks_multipart_bodies() {
-    let mock = MockUpstream::start().await;
-    let mut gw = TestGateway::start(GatewayConfig::new(&mock.url())).await;
-    gw.http = fresh_client();
-    new_user(&gw, "alice").await;
-    let (_, chat_only) = gw
-        .create_key("alice", json!({"models": ["gpt-4o-mini"]}))
-        .await;
+    let (mock, gw, chat_only) = start_with_model_key(&["gpt-4o-mini"]).await;
     let (_, whisper) = gw
         .create_key("alice", json!({"models": ["whisper-1"]}))
         .await;
     let audio: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
-    let form = || {
-        reqwest::multipart::Form::new()
+    let upload = |key: &str| {
+        let form = reqwest::multipart::Form::new()
             .part(
                 "file",
                 reqwest::multipart::Part::bytes(audio.clone())
@@ -551,26 +450,15 @@ async fn model_allow_list_checks_multipart_bodies() {
                     .mime_str("audio/wav")
                     .unwrap(),
             )
-            .text("model", "whisper-1")
+            .text("model", "whisper-1");
+        send(gw.post("/v1/audio/transcriptions", key).multipart(form))
     };
 
-    let resp = send(
-        gw.post("/v1/audio/transcriptions", &chat_only)
-            .multipart(form()),
-    )
-    .await;
-    let body = expect_error(resp, 403, "permission_error", "model_not_allowed").await;
-    assert_eq!(body["error"]["param"], "model", "{body}");
+    expect_model_not_allowed(upload(&chat_only).await).await;
     assert!(mock.wait_for_open_connections(0, WAIT).await);
     assert_eq!(mock.request_count(), 0, "a refused upload reached upstream");
 
-    let resp = send(
-        gw.post("/v1/audio/transcriptions", &whisper)
-            .multipart(form()),
-    )
-    .await;
-    let (status, _, body) = read(resp).await;
-    assert_eq!(status, 200, "{body}");
+    let body = read_ok(upload(&whisper).await).await;
     assert_eq!(body["text"], "mock transcription", "{body}");
     assert_eq!(body["received"]["fields"]["model"], "whisper-1", "{body}");
     assert_eq!(
@@ -584,52 +472,49 @@ async fn model_allow_list_checks_multipart_bodies() {
 // ---------------------------------------------------------------------------------------------
 // 3. BYOK
 
-async fn byok_gateway(mock: &MockUpstream, mode: &str) -> (TestGateway, String) {
-    let gw = TestGateway::start(
-        GatewayConfig::new(&mock.url()).extra(&format!("auth:\n  byok: {mode}\n")),
+async fn byok_gateway(mode: &str) -> (MockUpstream, TestGateway, String) {
+    let (mock, gw) = start_with_mock(&format!("auth:\n  byok: {mode}\n")).await;
+    let (_, key) = new_user(&gw, "alice").await;
+    (mock, gw, key)
+}
+
+/// What the upstream saw of `GET /v1/echo` with `key` and the caller's own provider key.
+async fn echo_with_own_key(gw: &TestGateway, key: &str) -> Value {
+    let (_, seen) = echo(gw.get("/v1/echo", key).header("x-upstream-key", OWN_KEY)).await;
+    seen
+}
+
+/// Asserts the upstream got `Authorization: Bearer {key}` and no `x-upstream-key`.
+fn assert_upstream_key(seen: &Value, key: &str) {
+    assert_eq!(seen["headers"]["authorization"], format!("Bearer {key}"));
+    assert!(seen["headers"].get("x-upstream-key").is_none(), "{seen}");
+}
+
+/// The caller's own provider key without a gateway key is refused.
+async fn expect_own_key_alone_refused(gw: &TestGateway) {
+    let resp = send(
+        gw.http
+            .get(gw.url("/v1/echo"))
+            .header("x-upstream-key", OWN_KEY),
     )
     .await;
-    let (_, key) = new_user(&gw, "alice").await;
-    (gw, key)
+    expect_invalid_api_key(resp).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn byok_off_strips_the_callers_key() {
-    let mock = MockUpstream::start().await;
-    let (gw, key) = byok_gateway(&mock, "off").await;
-    let (_, seen) = echo(
-        gw.get("/v1/echo", &key)
-            .header("x-upstream-key", "sk-caller-own-key"),
-    )
-    .await;
-    assert_eq!(
-        seen["headers"]["authorization"],
-        format!("Bearer {POOL_KEY}")
-    );
-    assert!(seen["headers"].get("x-upstream-key").is_none(), "{seen}");
+    let (mock, gw, key) = byok_gateway("off").await;
+    assert_upstream_key(&echo_with_own_key(&gw, &key).await, POOL_KEY);
 
     // The gateway key is still required.
-    let resp = send(
-        gw.http
-            .get(gw.url("/v1/echo"))
-            .header("x-upstream-key", "sk-caller-own-key"),
-    )
-    .await;
-    expect_error(resp, 401, "invalid_request_error", "invalid_api_key").await;
+    expect_own_key_alone_refused(&gw).await;
     assert_eq!(mock.request_count(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn byok_optional_uses_the_callers_key_when_given() {
-    let mock = MockUpstream::start().await;
-    let (gw, key) = byok_gateway(&mock, "optional").await;
-    let (_, seen) = echo(
-        gw.get("/v1/echo", &key)
-            .header("x-upstream-key", "sk-caller-own-key"),
-    )
-    .await;
-    assert_eq!(seen["headers"]["authorization"], "Bearer sk-caller-own-key");
-    assert!(seen["headers"].get("x-upstream-key").is_none(), "{seen}");
+    let (mock, gw, key) = byok_gateway("optional").await;
+    assert_upstream_key(&echo_with_own_key(&gw, &key).await, OWN_KEY);
 
     let (_, seen) = echo(gw.get("/v1/echo", &key)).await;
     assert_eq!(
@@ -637,44 +522,21 @@ async fn byok_optional_uses_the_callers_key_when_given() {
         format!("Bearer {POOL_KEY}")
     );
 
-    let resp = send(
-        gw.http
-            .get(gw.url("/v1/echo"))
-            .header("x-upstream-key", "sk-caller-own-key"),
-    )
-    .await;
-    expect_error(resp, 401, "invalid_request_error", "invalid_api_key").await;
+    expect_own_key_alone_refused(&gw).await;
     assert_eq!(mock.request_count(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn byok_required_refuses_requests_without_a_provider_key() {
-    let mock = MockUpstream::start().await;
-    let (gw, key) = byok_gateway(&mock, "required").await;
-    let resp = send(
-        gw.post("/v1/chat/completions", &key)
-            .json(&chat_body("gpt-4o-mini")),
-    )
-    .await;
+    let (mock, gw, key) = byok_gateway("required").await;
+    let resp = chat(&gw, &key).await;
     expect_error(resp, 400, "invalid_request_error", "upstream_key_required").await;
     assert_eq!(mock.request_count(), 0);
 
-    let (_, seen) = echo(
-        gw.get("/v1/echo", &key)
-            .header("x-upstream-key", "sk-caller-own-key"),
-    )
-    .await;
-    assert_eq!(seen["headers"]["authorization"], "Bearer sk-caller-own-key");
-    assert!(seen["headers"].get("x-upstream-key").is_none(), "{seen}");
+    assert_upstream_key(&echo_with_own_key(&gw, &key).await, OWN_KEY);
 
     // A provider key does not replace the gateway key.
-    let resp = send(
-        gw.http
-            .get(gw.url("/v1/echo"))
-            .header("x-upstream-key", "sk-caller-own-key"),
-    )
-    .await;
-    expect_error(resp, 401, "invalid_request_error", "invalid_api_key").await;
+    expect_own_key_alone_refused(&gw).await;
     assert_eq!(mock.request_count(), 1);
 }
 
@@ -683,17 +545,9 @@ async fn byok_required_refuses_requests_without_a_provider_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_needs_no_key_and_reveals_no_backend() {
-    let (m1, m2) = (MockUpstream::start().await, MockUpstream::start().await);
-    let ups = format!(
-        "upstreams:\n{}",
-        upstreams_yaml(
-            "openai",
-            &[m1.url(), format!("{}/v1", m2.url())],
-            &["sk-provider-secret-0001"],
-            ""
-        )
-    );
-    let gw = TestGateway::start(GatewayConfig::new(&m1.url()).upstreams(&ups)).await;
+    let [m1, m2] = start_mocks().await;
+    let backends = [m1.url(), format!("{}/v1", m2.url())];
+    let gw = start_openai_pool(&backends, &["sk-provider-secret-0001"], "").await;
 
     let resp = send(gw.http.get(gw.url("/status"))).await;
     let (status, headers, body) = read(resp).await;
@@ -720,9 +574,7 @@ async fn status_needs_no_key_and_reveals_no_backend() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn account_describes_the_calling_key() {
-    let mock = MockUpstream::start().await;
-    let gw = TestGateway::start(GatewayConfig::new(&mock.url())).await;
-    new_user(&gw, "alice").await;
+    let (mock, gw, _, _) = start_with_alice().await;
     let (id, key) = gw
         .create_key(
             "alice",
@@ -735,8 +587,7 @@ async fn account_describes_the_calling_key() {
         )
         .await;
 
-    let (status, _, body) = read(send(gw.get("/account", &key)).await).await;
-    assert_eq!(status, 200, "{body}");
+    let body = read_ok(send(gw.get("/account", &key)).await).await;
     assert_eq!(body["key_id"], id.as_str(), "{body}");
     assert_eq!(body["user"], "alice", "{body}");
     assert_eq!(body["label"], "laptop", "{body}");
@@ -753,91 +604,52 @@ async fn account_describes_the_calling_key() {
     let text = body.to_string();
     assert!(!text.contains(&key), "/account shows the secret: {text}");
 
-    let resp = send(gw.http.get(gw.url("/account"))).await;
-    expect_error(resp, 401, "invalid_request_error", "invalid_api_key").await;
+    expect_invalid_api_key(send(gw.http.get(gw.url("/account"))).await).await;
     assert_eq!(mock.request_count(), 0, "/account is answered locally");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn account_rotate_key_replaces_the_secret_at_once() {
-    let mock = MockUpstream::start().await;
-    let gw = TestGateway::start(GatewayConfig::new(&mock.url())).await;
-    let (id, old) = new_user(&gw, "alice").await;
+    let (mock, gw, id, old) = start_with_alice().await;
     assert_eq!(chat_status(&gw, &old).await, 200);
 
-    let (status, _, body) = read(send(gw.post("/account/rotate-key", &old)).await).await;
-    assert_eq!(status, 200, "{body}");
+    let body = read_ok(send(gw.post("/account/rotate-key", &old)).await).await;
     assert_eq!(body["key_id"], id.as_str(), "{body}");
     let new = body["key"].as_str().expect("key").to_string();
     assert_key_format(&new);
     assert_ne!(new, old);
 
-    expect_error(
-        chat(&gw, &old).await,
-        401,
-        "invalid_request_error",
-        "invalid_api_key",
-    )
-    .await;
+    expect_invalid_api_key(chat(&gw, &old).await).await;
     assert_eq!(chat_status(&gw, &new).await, 200);
-    let (status, _, body) = read(send(gw.get("/account", &new)).await).await;
-    assert_eq!(status, 200, "{body}");
+    let body = read_ok(send(gw.get("/account", &new)).await).await;
     assert_eq!(body["key_id"], id.as_str());
     assert_eq!(mock.request_count(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configured_models_are_answered_locally_and_filtered() {
-    let mock = MockUpstream::start().await;
-    let gw = TestGateway::start(
-        GatewayConfig::new(&mock.url()).extra("models:\n  - {id: a, owned_by: x}\n  - {id: b}\n"),
-    )
-    .await;
+    let (mock, gw) = start_with_mock("models:\n  - {id: a, owned_by: x}\n  - {id: b}\n").await;
     let (_, all) = new_user(&gw, "alice").await;
     let (_, only_a) = gw.create_key("alice", json!({"models": ["a"]})).await;
 
-    let (status, _, body) = read(send(gw.get("/v1/models", &all)).await).await;
-    assert_eq!(status, 200, "{body}");
+    let body = read_ok(send(gw.get("/v1/models", &all)).await).await;
     assert_eq!(body["object"], "list", "{body}");
-    let ids: Vec<&str> = body["data"]
-        .as_array()
-        .expect("data")
-        .iter()
-        .map(|m| m["id"].as_str().unwrap_or_default())
-        .collect();
-    assert_eq!(ids, ["a", "b"], "{body}");
+    assert_eq!(model_ids(&body), ["a", "b"], "{body}");
     assert_eq!(body["data"][0]["owned_by"], "x", "{body}");
     assert_eq!(body["data"][0]["object"], "model", "{body}");
 
-    let (status, _, body) = read(send(gw.get("/v1/models", &only_a)).await).await;
-    assert_eq!(status, 200, "{body}");
-    let ids: Vec<&str> = body["data"]
-        .as_array()
-        .expect("data")
-        .iter()
-        .map(|m| m["id"].as_str().unwrap_or_default())
-        .collect();
-    assert_eq!(ids, ["a"], "{body}");
+    let body = read_ok(send(gw.get("/v1/models", &only_a)).await).await;
+    assert_eq!(model_ids(&body), ["a"], "{body}");
 
-    let resp = send(gw.http.get(gw.url("/v1/models"))).await;
-    expect_error(resp, 401, "invalid_request_error", "invalid_api_key").await;
+    expect_invalid_api_key(send(gw.http.get(gw.url("/v1/models"))).await).await;
     assert_eq!(mock.request_count(), 0, "GET /v1/models went upstream");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn models_are_proxied_when_not_configured() {
-    let mock = MockUpstream::start().await;
-    let gw = TestGateway::start(GatewayConfig::new(&mock.url())).await;
-    let (_, key) = new_user(&gw, "alice").await;
-    let (status, _, body) = read(send(gw.get("/v1/models", &key)).await).await;
-    assert_eq!(status, 200, "{body}");
-    let ids: Vec<&str> = body["data"]
-        .as_array()
-        .expect("data")
-        .iter()
-        .map(|m| m["id"].as_str().unwrap_or_default())
-        .collect();
-    assert!(ids.contains(&"gpt-4o-mini"), "{body}");
+    let (mock, gw, _, key) = start_with_alice().await;
+    let body = read_ok(send(gw.get("/v1/models", &key)).await).await;
+    assert!(model_ids(&body).contains(&"gpt-4o-mini"), "{body}");
     assert!(mock.wait_for_requests(1, WAIT).await);
     assert_eq!(mock.last_request().unwrap().path, "/v1/models");
 }
@@ -847,7 +659,7 @@ async fn models_are_proxied_when_not_configured() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routes_pick_the_upstream_by_prefix() {
-    let (openai, images) = (MockUpstream::start().await, MockUpstream::start().await);
+    let [openai, images] = start_mocks().await;
     let ups = format!(
         "upstreams:\n{}{}routes:\n  - {{prefix: /v1/images, upstream: images}}\n  - {{prefix: /v1, upstream: openai}}\n",
         upstreams_yaml("openai", &[openai.url()], &["sk-openai-key"], ""),
@@ -861,8 +673,7 @@ async fn routes_pick_the_upstream_by_prefix() {
             .json(&json!({"prompt": "a lighthouse", "model": "gpt-image-1"})),
     )
     .await;
-    let (status, _, body) = read(resp).await;
-    assert_eq!(status, 200, "{body}");
+    let body = read_ok(resp).await;
     assert!(body["data"][0]["b64_json"].is_string(), "{body}");
     assert!(images.wait_for_requests(1, WAIT).await);
     let seen = images.last_request().unwrap();
@@ -883,19 +694,13 @@ async fn routes_pick_the_upstream_by_prefix() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_base_paths_follow_the_v1_rule() {
-    let with_v1 = MockUpstream::start().await;
-    let bare = MockUpstream::start().await;
-    let prefixed = MockUpstream::start().await;
+    let [with_v1, bare, prefixed] = start_mocks().await;
     let backends = [
         format!("{}/v1", with_v1.url()),
         bare.url(),
         format!("{}/proxy/v1", prefixed.url()),
     ];
-    let ups = format!(
-        "upstreams:\n{}",
-        upstreams_yaml("openai", &backends, &[POOL_KEY], "")
-    );
-    let gw = TestGateway::start(GatewayConfig::new(&bare.url()).upstreams(&ups)).await;
+    let gw = start_openai_pool(&backends, &[POOL_KEY], "").await;
     let (_, key) = new_user(&gw, "alice").await;
 
     let mocks = [&with_v1, &bare, &prefixed];
@@ -924,19 +729,8 @@ async fn backend_base_paths_follow_the_v1_rule() {
 // ---------------------------------------------------------------------------------------------
 // 6. Upstream request rewrite
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn upstream_request_carries_pool_credentials_host_and_request_id() {
-    let mock = MockUpstream::start().await;
-    let gw = TestGateway::start(GatewayConfig::new(&mock.url())).await;
-    let (_, key) = new_user(&gw, "alice").await;
-
-    let (headers, seen) = echo(
-        gw.get("/v1/echo?x=1", &key)
-            .header("x-upstream-key", "sk-caller-own-key")
-            .header("x-custom-header", "kept")
-            .header("openai-organization", "org-123"),
-    )
-    .await;
+/// Asserts the upstream got the pool key and the mock's own address as `Host`.
+fn assert_pool_credentials_and_host(seen: &Value, mock: &MockUpstream) {
     let h = &seen["headers"];
     assert_eq!(h["authorization"], format!("Bearer {POOL_KEY}"), "{seen}");
     assert_eq!(
@@ -944,6 +738,21 @@ async fn upstream_request_carries_pool_credentials_host_and_request_id() {
         format!("127.0.0.1:{}", mock.addr().port()),
         "{seen}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_request_carries_pool_credentials_host_and_request_id() {
+    let (mock, gw, _, key) = start_with_alice().await;
+
+    let (headers, seen) = echo(
+        gw.get("/v1/echo?x=1", &key)
+            .header("x-upstream-key", OWN_KEY)
+            .header("x-custom-header", "kept")
+            .header("openai-organization", "org-123"),
+    )
+    .await;
+    let h = &seen["headers"];
+    assert_pool_credentials_and_host(&seen, &mock);
     assert!(h.get("x-upstream-key").is_none(), "{seen}");
     assert!(h.get("x-host-final").is_none(), "{seen}");
     assert_eq!(h["x-custom-header"], "kept", "{seen}");
@@ -970,9 +779,7 @@ async fn upstream_request_carries_pool_credentials_host_and_request_id() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hop_by_hop_headers_are_not_forwarded() {
-    let mock = MockUpstream::start().await;
-    let gw = TestGateway::start(GatewayConfig::new(&mock.url())).await;
-    let (_, key) = new_user(&gw, "alice").await;
+    let (mock, gw, _, key) = start_with_alice().await;
 
     let request = format!(
         "GET /v1/echo HTTP/1.1\r\nHost: gateway.test\r\nAuthorization: Bearer {key}\r\n\
@@ -997,12 +804,7 @@ async fn hop_by_hop_headers_are_not_forwarded() {
         );
     }
     assert_eq!(h["x-end-to-end"], "kept", "{seen}");
-    assert_eq!(h["authorization"], format!("Bearer {POOL_KEY}"), "{seen}");
-    assert_eq!(
-        h["host"],
-        format!("127.0.0.1:{}", mock.addr().port()),
-        "{seen}"
-    );
+    assert_pool_credentials_and_host(&seen, &mock);
     let rid = headers
         .iter()
         .find(|(k, _)| k == "x-tollgate-request-id")
@@ -1013,11 +815,7 @@ async fn hop_by_hop_headers_are_not_forwarded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pool_keys_rotate_round_robin() {
     let mock = MockUpstream::start().await;
-    let ups = format!(
-        "upstreams:\n{}",
-        upstreams_yaml("openai", &[mock.url()], &["sk-pool-k1", "sk-pool-k2"], "")
-    );
-    let gw = TestGateway::start(GatewayConfig::new(&mock.url()).upstreams(&ups)).await;
+    let gw = start_openai_pool(&[mock.url()], &["sk-pool-k1", "sk-pool-k2"], "").await;
     let (_, key) = new_user(&gw, "alice").await;
 
     let mut seen = Vec::new();
@@ -1043,12 +841,8 @@ async fn pool_keys_rotate_round_robin() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backends_rotate_round_robin() {
-    let (a, b) = (MockUpstream::start().await, MockUpstream::start().await);
-    let ups = format!(
-        "upstreams:\n{}",
-        upstreams_yaml("openai", &[a.url(), b.url()], &[POOL_KEY], "")
-    );
-    let gw = TestGateway::start(GatewayConfig::new(&a.url()).upstreams(&ups)).await;
+    let [a, b] = start_mocks().await;
+    let gw = start_openai_pool(&[a.url(), b.url()], &[POOL_KEY], "").await;
     let (_, key) = new_user(&gw, "alice").await;
 
     let mut order = Vec::new();
@@ -1075,16 +869,31 @@ async fn backends_rotate_round_robin() {
 // ---------------------------------------------------------------------------------------------
 // 7. X-Host-Final
 
+/// A chat completion with `key` whose `X-Host-Final` is `host`.
+async fn chat_via_host(gw: &TestGateway, key: &str, host: &str) -> reqwest::Response {
+    send(gw.chat_request(key).header("x-host-final", host)).await
+}
+
+/// `expect_error` for the 403 of an `X-Host-Final` host that is not listed.
+async fn expect_host_not_allowed(resp: reqwest::Response) {
+    expect_error(resp, 403, "permission_error", "host_not_allowed").await;
+}
+
+/// A gateway in front of the mock `default`, with more config YAML, and the user `alice`'s key.
+async fn start_with_hosts(default: &MockUpstream, extra: &str) -> (TestGateway, String) {
+    let gw = TestGateway::start(GatewayConfig::new(&default.url()).extra(extra)).await;
+    let (_, key) = new_user(&gw, "alice").await;
+    (gw, key)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn x_host_final_goes_to_the_configured_origin_with_its_keys() {
-    let default = MockUpstream::start().await;
-    let host_mock = MockUpstream::start().await;
+    let [default, host_mock] = start_mocks().await;
     let port = host_mock.addr().port();
-    let gw = TestGateway::start(GatewayConfig::new(&default.url()).extra(&format!(
+    let hosts_yaml = format!(
         "hosts:\n  \"myhost.test:{port}\": {{origin: \"http://127.0.0.1:{port}\", keys: [sk-host-config-secret]}}\n"
-    )))
-    .await;
-    let (_, key) = new_user(&gw, "alice").await;
+    );
+    let (gw, key) = start_with_hosts(&default, &hosts_yaml).await;
 
     // Host names are case-insensitive.
     let (_, seen) = echo(
@@ -1101,12 +910,7 @@ async fn x_host_final_goes_to_the_configured_origin_with_its_keys() {
     assert_eq!(host_mock.request_count(), 1);
     assert_eq!(default.request_count(), 0, "the default pool was used");
 
-    let resp = send(
-        gw.post("/v1/chat/completions", &key)
-            .header("x-host-final", format!("myhost.test:{port}"))
-            .json(&chat_body("gpt-4o-mini")),
-    )
-    .await;
+    let resp = chat_via_host(&gw, &key, &format!("myhost.test:{port}")).await;
     assert_eq!(resp.status(), 200);
     assert!(host_mock.wait_for_requests(2, WAIT).await);
     assert_eq!(
@@ -1117,15 +921,12 @@ async fn x_host_final_goes_to_the_configured_origin_with_its_keys() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn x_host_final_refuses_unlisted_hosts_without_connecting() {
-    let default = MockUpstream::start().await;
-    let listed = MockUpstream::start().await;
-    let unlisted = MockUpstream::start().await;
+    let [default, listed, unlisted] = start_mocks().await;
     let lport = listed.addr().port();
-    let gw = TestGateway::start(GatewayConfig::new(&default.url()).extra(&format!(
+    let hosts_yaml = format!(
         "hosts:\n  \"listed.test:{lport}\": {{origin: \"http://127.0.0.1:{lport}\", keys: [hk]}}\n"
-    )))
-    .await;
-    let (_, key) = new_user(&gw, "alice").await;
+    );
+    let (gw, key) = start_with_hosts(&default, &hosts_yaml).await;
 
     for value in [
         format!("127.0.0.1:{}", unlisted.addr().port()),
@@ -1134,13 +935,7 @@ async fn x_host_final_refuses_unlisted_hosts_without_connecting() {
         format!("listed.test:{lport}/path"),
         format!("listed.test:{}", lport.wrapping_add(1)),
     ] {
-        let resp = send(
-            gw.post("/v1/chat/completions", &key)
-                .header("x-host-final", value.as_str())
-                .json(&chat_body("gpt-4o-mini")),
-        )
-        .await;
-        expect_error(resp, 403, "permission_error", "host_not_allowed").await;
+        expect_host_not_allowed(chat_via_host(&gw, &key, &value).await).await;
     }
     assert_eq!(unlisted.request_count(), 0);
     assert_eq!(unlisted.open_connections(), 0, "a connection was made");
@@ -1151,28 +946,24 @@ async fn x_host_final_refuses_unlisted_hosts_without_connecting() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hosts_added_through_the_admin_api_work_at_once_and_persist() {
-    let default = MockUpstream::start().await;
-    let host_mock = MockUpstream::start().await;
+    let [default, host_mock] = start_mocks().await;
     let port = host_mock.addr().port();
-    let mut gw = TestGateway::start(GatewayConfig::new(&default.url()).extra(
-        "hosts:\n  configured.test: {origin: \"http://127.0.0.1:9\", keys: [sk-configured-host-secret]}\n",
-    ))
-    .await;
-    let (_, key) = new_user(&gw, "alice").await;
+    let hosts_yaml = "hosts:\n  configured.test: {origin: \"http://127.0.0.1:9\", keys: [sk-configured-host-secret]}\n";
+    let (mut gw, key) = start_with_hosts(&default, hosts_yaml).await;
     let host = format!("added.test:{port}");
     let host_key = "sk-added-host-secret-0123456789";
     let call = |gw: &TestGateway| {
         gw.get("/v1/echo", &key)
             .header("x-host-final", host.as_str())
     };
+    let expect_host_key_used = |seen: &Value| {
+        assert_eq!(
+            seen["headers"]["authorization"],
+            format!("Bearer {host_key}")
+        );
+    };
 
-    expect_error(
-        send(call(&gw)).await,
-        403,
-        "permission_error",
-        "host_not_allowed",
-    )
-    .await;
+    expect_host_not_allowed(send(call(&gw)).await).await;
 
     let (status, body) = gw
         .admin(
@@ -1188,15 +979,11 @@ async fn hosts_added_through_the_admin_api_work_at_once_and_persist() {
     );
 
     let (_, seen) = echo(call(&gw)).await;
-    assert_eq!(
-        seen["headers"]["authorization"],
-        format!("Bearer {host_key}")
-    );
+    expect_host_key_used(&seen);
     assert_eq!(seen["headers"]["host"], format!("127.0.0.1:{port}"));
     assert_eq!(host_mock.request_count(), 1);
 
-    let (status, list) = gw.admin("GET", "/admin/hosts", None).await;
-    assert_eq!(status, 200, "{list}");
+    let list = gw.admin_expect(200, "GET", "/admin/hosts", None).await;
     let text = list.to_string();
     for secret in [host_key, "sk-configured-host-secret"] {
         assert!(
@@ -1224,23 +1011,12 @@ async fn hosts_added_through_the_admin_api_work_at_once_and_persist() {
     gw.stop();
     gw.spawn().await;
     let (_, seen) = echo(call(&gw)).await;
-    assert_eq!(
-        seen["headers"]["authorization"],
-        format!("Bearer {host_key}")
-    );
+    expect_host_key_used(&seen);
     assert_eq!(host_mock.request_count(), 2);
 
-    let (status, body) = gw
-        .admin("DELETE", &format!("/admin/hosts/{host}"), None)
+    gw.admin_expect(204, "DELETE", &format!("/admin/hosts/{host}"), None)
         .await;
-    assert_eq!(status, 204, "{body}");
-    expect_error(
-        send(call(&gw)).await,
-        403,
-        "permission_error",
-        "host_not_allowed",
-    )
-    .await;
+    expect_host_not_allowed(send(call(&gw)).await).await;
     assert_eq!(host_mock.request_count(), 2);
     assert_eq!(default.request_count(), 0);
 }
@@ -1252,11 +1028,7 @@ async fn hosts_added_through_the_admin_api_work_at_once_and_persist() {
 async fn connect_failures_fail_over_and_the_dead_backend_is_skipped() {
     let live = MockUpstream::start().await;
     let dead = format!("http://127.0.0.1:{}", free_port());
-    let ups = format!(
-        "upstreams:\n{}",
-        upstreams_yaml("openai", &[dead, live.url()], &[POOL_KEY], "")
-    );
-    let gw = TestGateway::start(GatewayConfig::new(&live.url()).upstreams(&ups)).await;
+    let gw = start_openai_pool(&[dead, live.url()], &[POOL_KEY], "").await;
     let (_, key) = new_user(&gw, "alice").await;
 
     for i in 0..10 {
@@ -1283,36 +1055,21 @@ async fn connect_failures_fail_over_and_the_dead_backend_is_skipped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_backends_down_is_502_upstream_unavailable() {
-    let mock = MockUpstream::start().await;
     let backends = [
         format!("http://127.0.0.1:{}", free_port()),
         format!("http://127.0.0.1:{}", free_port()),
     ];
-    let ups = format!(
-        "upstreams:\n{}",
-        upstreams_yaml("openai", &backends, &[POOL_KEY], "")
-    );
-    let mut gw = TestGateway::start(GatewayConfig::new(&mock.url()).upstreams(&ups)).await;
+    let mut gw = start_openai_pool(&backends, &[POOL_KEY], "").await;
     gw.http = fresh_client();
     let (_, key) = new_user(&gw, "alice").await;
 
+    let unavailable =
+        |resp: reqwest::Response| expect_error(resp, 502, "upstream_error", "upstream_unavailable");
     for _ in 0..2 {
-        expect_error(
-            chat(&gw, &key).await,
-            502,
-            "upstream_error",
-            "upstream_unavailable",
-        )
-        .await;
+        unavailable(chat(&gw, &key).await).await;
     }
     // The error body names no backend.
-    let body = expect_error(
-        send(gw.get("/v1/models", &key)).await,
-        502,
-        "upstream_error",
-        "upstream_unavailable",
-    )
-    .await;
+    let body = unavailable(send(gw.get("/v1/models", &key)).await).await;
     for b in &backends {
         assert!(!body.to_string().contains(b.as_str()), "{body}");
     }
@@ -1329,13 +1086,7 @@ async fn a_silent_upstream_is_504_upstream_timeout() {
     let gw = TestGateway::start(GatewayConfig::new(&mock.url()).upstreams(&ups)).await;
     let (_, key) = new_user(&gw, "alice").await;
 
-    expect_error(
-        chat(&gw, &key).await,
-        504,
-        "upstream_error",
-        "upstream_timeout",
-    )
-    .await;
+    expect_chat_error(&gw, &key, 504, "upstream_error", "upstream_timeout").await;
     assert!(mock.wait_for_requests(1, WAIT).await, "never sent upstream");
     assert!(
         mock.wait_for_open_connections(0, WAIT).await,
@@ -1351,20 +1102,11 @@ async fn health_check_takes_a_failing_backend_out_and_back() {
         json!({"error": {"message": "down", "type": "server_error", "param": null, "code": null}})
             .to_string(),
     ));
-    let ups = format!(
-        "upstreams:\n{}",
-        upstreams_yaml(
-            "openai",
-            &[mock.url()],
-            &[POOL_KEY],
-            "    health_check: {path: /v1/models, interval_s: 1}\n"
-        )
-    );
-    let gw = TestGateway::start(GatewayConfig::new(&mock.url()).upstreams(&ups)).await;
+    let health_check = "    health_check: {path: /v1/models, interval_s: 1}\n";
+    let gw = start_openai_pool(&[mock.url()], &[POOL_KEY], health_check).await;
     let gw_ref = &gw;
     let healthy = move || async move {
-        let (status, _, body) = read(send(gw_ref.http.get(gw_ref.url("/status"))).await).await;
-        assert_eq!(status, 200, "{body}");
+        let body = read_ok(send(gw_ref.http.get(gw_ref.url("/status"))).await).await;
         assert_eq!(body["upstreams"]["openai"]["backends"], 1, "{body}");
         body["upstreams"]["openai"]["healthy"].as_u64()
     };
@@ -1393,9 +1135,7 @@ async fn health_check_takes_a_failing_backend_out_and_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_log_has_one_line_per_request_and_no_secrets() {
-    let mock = MockUpstream::start().await;
-    let gw = TestGateway::start(GatewayConfig::new(&mock.url())).await;
-    let (_, key) = new_user(&gw, "alice").await;
+    let (_mock, gw, _, key) = start_with_alice().await;
     let unknown = format!("sk-tg-{}", "Z".repeat(40));
     let byok = "sk-caller-byok-secret-42";
 
@@ -1471,25 +1211,37 @@ async fn access_log_has_one_line_per_request_and_no_secrets() {
 // ---------------------------------------------------------------------------------------------
 // Connection handling after gateway errors
 
+/// Reads what arrives next on `stream` into `buf`; `None` when the gateway closed or reset the
+/// connection. Fails the test with `what` when nothing comes.
+async fn read_more(
+    stream: &mut tokio::net::TcpStream,
+    buf: &mut Vec<u8>,
+    what: &str,
+) -> Option<()> {
+    use tokio::io::AsyncReadExt;
+    let mut chunk = [0u8; 4096];
+    let n = tokio::time::timeout(NO_HANG, stream.read(&mut chunk))
+        .await
+        .expect(what)
+        .ok()?;
+    if n == 0 {
+        return None;
+    }
+    buf.extend_from_slice(&chunk[..n]);
+    Some(())
+}
+
 /// One HTTP/1.1 exchange on an open connection: the status and `Connection` header of the
 /// answer, or `None` when the gateway closed or reset the connection instead of answering.
 async fn exchange(stream: &mut tokio::net::TcpStream, request: &[u8]) -> Option<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     stream.write_all(request).await.ok()?;
     let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
     let head_end = loop {
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             break i + 4;
         }
-        let n = tokio::time::timeout(NO_HANG, stream.read(&mut chunk))
-            .await
-            .expect("the gateway neither answered nor closed")
-            .ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
+        read_more(stream, &mut buf, "the gateway neither answered nor closed").await?;
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
     let (status, headers, _) = parse_raw(&head);
@@ -1503,14 +1255,7 @@ async fn exchange(stream: &mut tokio::net::TcpStream, request: &[u8]) -> Option<
         .and_then(|v| v.parse().ok())
         .expect("gateway answers here carry a Content-Length");
     while buf.len() < head_end + length {
-        let n = tokio::time::timeout(NO_HANG, stream.read(&mut chunk))
-            .await
-            .expect("the body never ended")
-            .ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
+        read_more(stream, &mut buf, "the body never ended").await?;
     }
     Some((status, find("connection").unwrap_or_default()))
 }
@@ -1520,8 +1265,7 @@ async fn exchange(stream: &mut tokio::net::TcpStream, request: &[u8]) -> Option<
 /// close it must say so, or the client's next request on that connection fails with a reset.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_responses_leave_the_connection_usable() {
-    let mock = MockUpstream::start().await;
-    let silent = MockUpstream::start().await;
+    let [mock, silent] = start_mocks().await;
     silent.set_mode(Mode::Hang);
     let dead = free_port();
     let ups = format!(

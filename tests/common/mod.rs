@@ -2,8 +2,10 @@
 //! ports with its own data directory, pointed at a mock OpenAI upstream.
 #![allow(dead_code)]
 
+pub mod assert;
 pub mod mock;
 
+use std::future::Future;
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -11,6 +13,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+
+use mock::MockUpstream;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
@@ -45,6 +49,36 @@ pub async fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> boo
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     check()
+}
+
+/// Polls an async condition until it holds or `limit` passes.
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A client that opens a new connection for every request. Tests of a feature whose refusals
+/// go through Pingora's `fail_to_proxy` use it, so they do not depend on how the gateway treats
+/// the client connection after such an error (`error_responses_leave_the_connection_usable` in
+/// tests/proxy.rs tests that on its own).
+pub fn fresh_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap()
 }
 
 /// The configuration of a test gateway; `{…}` placeholders are filled by `start`.
@@ -256,12 +290,71 @@ impl TestGateway {
         )
     }
 
+    /// An admin API call that must answer `status`; returns the JSON body.
+    pub async fn admin_expect(
+        &self,
+        status: u16,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Value {
+        let (got, reply) = self.admin(method, path, body).await;
+        assert_eq!(got, status, "{method} {path}: {reply}");
+        reply
+    }
+
+    /// `GET /admin/keys/{id}`.
+    pub async fn get_key(&self, id: &str) -> (u16, Value) {
+        self.admin("GET", &format!("/admin/keys/{id}"), None).await
+    }
+
+    /// `PATCH /admin/keys/{id}` with `patch`.
+    pub async fn patch_key(&self, id: &str, patch: Value) -> (u16, Value) {
+        self.admin("PATCH", &format!("/admin/keys/{id}"), Some(patch))
+            .await
+    }
+
+    /// `POST /admin/keys/{id}/rotate` with `body`.
+    pub async fn rotate_key(&self, id: &str, body: Value) -> (u16, Value) {
+        self.admin("POST", &format!("/admin/keys/{id}/rotate"), Some(body))
+            .await
+    }
+
+    /// `DELETE /admin/keys/{id}`.
+    pub async fn delete_key(&self, id: &str) -> (u16, Value) {
+        self.admin("DELETE", &format!("/admin/keys/{id}"), None)
+            .await
+    }
+
+    /// A chat completion for `model` on the public API with `key`: status and body (JSON when
+    /// it parses, else a JSON string).
+    pub async fn chat_reply(&self, key: &str, model: &str) -> (u16, Value) {
+        let resp = self
+            .post("/v1/chat/completions", key)
+            .json(&chat_body(model))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
     pub fn post(&self, path: &str, key: &str) -> reqwest::RequestBuilder {
         self.http.post(self.url(path)).bearer_auth(key)
     }
 
     pub fn get(&self, path: &str, key: &str) -> reqwest::RequestBuilder {
         self.http.get(self.url(path)).bearer_auth(key)
+    }
+
+    /// `POST /v1/chat/completions` of `chat_body("gpt-4o-mini")` with `key`, ready to send.
+    pub fn chat_request(&self, key: &str) -> reqwest::RequestBuilder {
+        self.post("/v1/chat/completions", key)
+            .json(&chat_body("gpt-4o-mini"))
     }
 }
 
@@ -270,6 +363,25 @@ impl Drop for TestGateway {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A mock upstream and a gateway in front of it (with admin API); `extra` is more top-level
+/// config YAML (none when empty).
+pub async fn start_with_mock(extra: &str) -> (MockUpstream, TestGateway) {
+    let mock = MockUpstream::start().await;
+    let mut config = GatewayConfig::new(&mock.url());
+    if !extra.is_empty() {
+        config = config.extra(extra);
+    }
+    let gw = TestGateway::start(config).await;
+    (mock, gw)
+}
+
+/// [`start_with_mock`], plus a user called `user`; returns its first key (secret) too.
+pub async fn start_with_user(extra: &str, user: &str) -> (MockUpstream, TestGateway, String) {
+    let (mock, gw) = start_with_mock(extra).await;
+    let key = gw.create_user(user).await;
+    (mock, gw, key)
 }
 
 /// A raw HTTP/1.1 exchange, for what reqwest would not send (bad framing, early hang-up).
