@@ -15,6 +15,7 @@ use tollgate::gateway::model_gate::{BodyKind, ModelGate};
 use tollgate::gateway::rewrite::rewrite_upstream_request;
 use tollgate::gateway::route::route_label;
 use tollgate::gateway::upstream::Backend;
+use tollgate::limits::{Limiter, Limits, Subject};
 use tollgate::store::{KeyRecord, Store, StoreSlot};
 
 fn key_check(c: &mut Criterion) {
@@ -84,12 +85,42 @@ fn model_gate(c: &mut Criterion) {
     let body = br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello to the benchmark"}],"temperature":0.2}"#;
     c.bench_function("model gate on a small JSON body", |b| {
         b.iter(|| {
-            let mut gate = ModelGate::new(vec!["gpt-4o-mini".into()], BodyKind::Json);
-            gate.hold(black_box(body));
-            gate.verdict()
+            let gate = ModelGate::new(vec!["gpt-4o-mini".into()], BodyKind::Json);
+            gate.verdict(black_box(body))
         })
     });
 }
 
-criterion_group!(benches, key_check, rewrite, model_gate);
+/// Admission and release against a limiter that already tracks 100,000 keys (each with a
+/// minute window, a day budget and a concurrency cap), keys taken in a scattered order.
+fn limit_check(c: &mut Criterion) {
+    const KEYS: usize = 100_000;
+    let limiter = Arc::new(Limiter::default());
+    let ids: Vec<String> = (0..KEYS).map(|i| format!("key_{i:08}")).collect();
+    let limits = Limits {
+        rpm: 1_000_000,
+        rpd: 1_000_000_000,
+        max_concurrent: 100,
+        ..Limits::default()
+    };
+    let subject = |i: usize| Subject {
+        key_id: &ids[i],
+        user: &ids[i],
+        key_limits: limits,
+        user_limits: Limits::default(),
+    };
+    let now = tollgate::time::now_unix_ms();
+    for i in 0..KEYS {
+        drop(limiter.admit(&subject(i), now, false));
+    }
+    let mut i = 0usize;
+    c.bench_function("limit check (admit + release), 100k keys", |b| {
+        b.iter(|| {
+            i = (i + 7_919) % KEYS;
+            limiter.admit(black_box(&subject(i)), now, false)
+        })
+    });
+}
+
+criterion_group!(benches, key_check, rewrite, model_gate, limit_check);
 criterion_main!(benches);

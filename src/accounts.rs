@@ -2,7 +2,9 @@
 //! Every change is written to sled, flushed, and only then made visible by dropping the
 //! affected keys from the hot-key cache — so a revoked key stops working with the reply.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use serde::Deserialize;
 
@@ -94,6 +96,11 @@ pub struct Accounts {
     store: Arc<StoreSlot>,
     keys: Arc<KeyDirectory>,
     key_prefix: String,
+    /// Users' limits as the request path needs them; `None` inside = no limits set (or no
+    /// such user). Dropped on every change to the user; the epoch keeps a lookup that raced
+    /// with a change from caching what it read.
+    user_limits: RwLock<HashMap<String, Option<LimitValues>>>,
+    user_epoch: AtomicU64,
 }
 
 impl Accounts {
@@ -102,6 +109,39 @@ impl Accounts {
             store,
             keys,
             key_prefix,
+            user_limits: RwLock::new(HashMap::new()),
+            user_epoch: AtomicU64::new(0),
+        }
+    }
+
+    /// A user's own limits, from memory once warm.
+    pub async fn user_limits(&self, name: &str) -> Result<Option<LimitValues>, AccountError> {
+        if let Some(cached) = self
+            .user_limits
+            .read()
+            .ok()
+            .and_then(|m| m.get(name).cloned())
+        {
+            return Ok(cached);
+        }
+        let epoch = self.user_epoch.load(Ordering::Acquire);
+        let owned = name.to_string();
+        let limits = self
+            .store
+            .read(move |store| Ok::<_, AccountError>(store.user(&owned)?.and_then(|u| u.limits)))
+            .await?;
+        if let Ok(mut map) = self.user_limits.write() {
+            if self.user_epoch.load(Ordering::Acquire) == epoch {
+                map.insert(name.to_string(), limits.clone());
+            }
+        }
+        Ok(limits)
+    }
+
+    fn forget_user(&self, name: &str) {
+        self.user_epoch.fetch_add(1, Ordering::AcqRel);
+        if let Ok(mut map) = self.user_limits.write() {
+            map.remove(name);
         }
     }
 
@@ -170,6 +210,7 @@ impl Accounts {
             Ok(())
         })
         .await?;
+        self.forget_user(&user_out.name);
         Ok((user_out, issued))
     }
 
@@ -208,28 +249,32 @@ impl Accounts {
         name: &str,
         limits: Option<LimitValues>,
     ) -> Result<UserRecord, AccountError> {
-        let name = name.to_string();
-        self.with_store(move |store| {
-            let mut user = store.user(&name)?.ok_or(AccountError::NotFound("user"))?;
-            user.limits = limits;
-            store.put_user(&user)?;
-            Ok(user)
-        })
-        .await
+        let owned = name.to_string();
+        let user = self
+            .with_store(move |store| {
+                let mut user = store.user(&owned)?.ok_or(AccountError::NotFound("user"))?;
+                user.limits = limits;
+                store.put_user(&user)?;
+                Ok(user)
+            })
+            .await?;
+        self.forget_user(name);
+        Ok(user)
     }
 
     pub async fn remove_user(&self, name: &str) -> Result<(), AccountError> {
-        let name = name.to_string();
+        let owned = name.to_string();
         let removed = self
             .with_store(move |store| {
                 store
-                    .remove_user(&name)?
+                    .remove_user(&owned)?
                     .ok_or(AccountError::NotFound("user"))
             })
             .await?;
         for key in &removed {
             self.keys.invalidate(key);
         }
+        self.forget_user(name);
         Ok(())
     }
 

@@ -12,8 +12,10 @@ use crate::gateway::access_log::AccessLog;
 use crate::gateway::respond::HeaderPolicy;
 use crate::gateway::route::{HostTable, Router};
 use crate::gateway::upstream::Resolver;
+use crate::limits::Limiter;
 use crate::metrics::Metrics;
 use crate::store::StoreSlot;
+use crate::usage::UsageRecorder;
 
 pub struct App {
     pub config: Arc<Config>,
@@ -24,6 +26,8 @@ pub struct App {
     pub hosts: HostTable,
     pub resolver: Resolver,
     pub metrics: Arc<Metrics>,
+    pub limiter: Arc<Limiter>,
+    pub usage: UsageRecorder,
     pub headers: HeaderPolicy,
     pub access_log: AccessLog,
     pub started: Instant,
@@ -41,6 +45,8 @@ impl App {
             headers: HeaderPolicy::new(config.cors.as_ref(), config.security_headers),
             access_log: AccessLog::new(config.access_log),
             resolver: Resolver::default(),
+            limiter: Arc::new(Limiter::default()),
+            usage: UsageRecorder::default(),
             started: Instant::now(),
             config: Arc::new(config),
             store,
@@ -48,5 +54,37 @@ impl App {
             accounts,
             metrics,
         }))
+    }
+}
+
+impl App {
+    /// Writes the usage not written yet and flushes sled. Called by the write-behind service,
+    /// and once more after the server has stopped, when no request can add to it any more.
+    pub fn write_usage(&self) {
+        let Some(store) = self.store.get() else {
+            return;
+        };
+        if let Err(e) = self.usage.write_to(store) {
+            log::error!("writing usage failed (kept for the next attempt): {e}");
+        }
+    }
+
+    /// Day counts for the limiter from today's stored usage, so daily budgets survive a
+    /// restart.
+    pub fn seed_day_budgets(&self, store: &crate::store::Store) -> crate::store::StoreResult<()> {
+        let now = crate::time::now_unix();
+        let today = now - now.rem_euclid(86_400);
+        let now_ms = crate::time::now_unix_ms();
+        for (_, key_id, row) in store.usage_between(today, today + 86_400)? {
+            self.limiter.seed_day(
+                &key_id,
+                &row.user,
+                row.requests,
+                row.tokens(),
+                row.images,
+                now_ms,
+            );
+        }
+        Ok(())
     }
 }

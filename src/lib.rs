@@ -18,6 +18,7 @@ pub mod limits;
 pub mod metrics;
 pub mod store;
 pub mod time;
+pub mod usage;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,6 +64,9 @@ impl BackgroundService for StoreService {
                 std::process::exit(1);
             }
         };
+        if let Err(e) = self.app.seed_day_budgets(&store) {
+            log::error!("cannot read today's usage; daily budgets start from zero: {e}");
+        }
         match store.hosts() {
             Ok(hosts) => {
                 for host in hosts {
@@ -98,8 +102,35 @@ fn server_conf(config: &Config, daemon: bool) -> ServerConf {
     }
 }
 
-/// The whole gateway as a Pingora server, ready for `run_forever`.
-pub fn build_server(config: Config, daemon: bool, upgrade: bool) -> Result<Server, String> {
+/// Writes pending usage every second (SPEC §3.6: a crash loses at most the last second).
+struct UsageWriter {
+    app: Arc<App>,
+}
+
+#[async_trait]
+impl BackgroundService for UsageWriter {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut tick = tokio::time::interval(usage::WRITE_EVERY);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tick.tick() => {}
+            }
+            let app = self.app.clone();
+            if let Err(e) = tokio::task::spawn_blocking(move || app.write_usage()).await {
+                log::error!("usage writer failed: {e}");
+            }
+        }
+    }
+}
+
+/// The whole gateway as a Pingora server. After `Server::run` returns, call
+/// [`App::write_usage`] so the usage of requests that drained during shutdown is kept.
+pub fn build_server(
+    config: Config,
+    daemon: bool,
+    upgrade: bool,
+) -> Result<(Server, Arc<App>), String> {
     let opt = Opt {
         upgrade,
         daemon,
@@ -149,8 +180,12 @@ pub fn build_server(config: Config, daemon: bool, upgrade: bool) -> Result<Serve
         StoreService { app: app.clone() },
     ));
     server.add_service(background_service(
-        "health checks",
-        health::HealthChecks { app },
+        "usage writer",
+        UsageWriter { app: app.clone() },
     ));
-    Ok(server)
+    server.add_service(background_service(
+        "health checks",
+        health::HealthChecks { app: app.clone() },
+    ));
+    Ok((server, app))
 }

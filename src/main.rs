@@ -72,7 +72,12 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             match tollgate::build_server(config, daemon, upgrade) {
-                Ok(server) => server.run_forever(),
+                Ok((server, app)) => {
+                    server.run(pingora::server::RunArgs::default());
+                    // Every service has stopped: no request can add usage any more.
+                    app.write_usage();
+                    ExitCode::SUCCESS
+                }
                 Err(e) => {
                     eprintln!("{e}");
                     ExitCode::from(1)

@@ -29,6 +29,8 @@ pub struct Metrics {
     pub upstream_errors: IntCounterVec,
     pub active_requests: IntGauge,
     pub active_streams: IntGauge,
+    pub tokens: IntCounterVec,
+    pub rate_limited: IntCounterVec,
 }
 
 impl Metrics {
@@ -75,6 +77,17 @@ impl Metrics {
                 "tollgate_active_streams",
                 "Server-sent event streams in flight",
             )?,
+            tokens: IntCounterVec::new(
+                Opts::new(
+                    "tollgate_tokens_total",
+                    "Tokens metered, by kind (prompt, completion) and model (ids in `models`, else other)",
+                ),
+                &["kind", "model"],
+            )?,
+            rate_limited: IntCounterVec::new(
+                Opts::new("tollgate_rate_limited_total", "Requests refused by a limit, by limit"),
+                &["limit"],
+            )?,
             registry,
         };
         metrics
@@ -98,6 +111,12 @@ impl Metrics {
         metrics
             .registry
             .register(Box::new(metrics.active_streams.clone()))?;
+        metrics
+            .registry
+            .register(Box::new(metrics.tokens.clone()))?;
+        metrics
+            .registry
+            .register(Box::new(metrics.rate_limited.clone()))?;
         Ok(metrics)
     }
 

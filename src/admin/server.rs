@@ -18,6 +18,7 @@ use crate::config::LimitValues;
 use crate::gateway::route::{normalize_host, HostTable};
 use crate::store::{HostRecord, KeyRecord, UserRecord};
 use crate::time::rfc3339;
+use crate::usage::report::{self, Filter, Period};
 
 const MAX_BODY: usize = 1024 * 1024;
 
@@ -238,6 +239,7 @@ impl AdminApp {
                     Some(json!({"id": issued.record.id, "key": issued.secret})),
                 )
             }
+            (&Method::GET, ["admin", "usage"]) => self.usage(query).await?,
             (&Method::GET, ["admin", "hosts"]) => {
                 Reply(200, Some(json!({"data": self.host_views()})))
             }
@@ -245,6 +247,40 @@ impl AdminApp {
             (&Method::DELETE, ["admin", "hosts", host]) => self.remove_host(host).await?,
             _ => not_found("route"),
         })
+    }
+
+    /// `GET /admin/usage?user=&key=&from=&to=&by=hour|day`: by day over the last 7 days
+    /// unless told otherwise.
+    async fn usage(&self, query: Option<&str>) -> Result<Reply, Reply> {
+        let time = |name: &str| -> Result<Option<i64>, Reply> {
+            query_param(query, name)
+                .map(|v| {
+                    crate::time::parse_rfc3339(&v).ok_or_else(|| {
+                        bad_request(format!(
+                            "{name}: `{v}` is not an RFC 3339 timestamp or date"
+                        ))
+                    })
+                })
+                .transpose()
+        };
+        let period = match query_param(query, "by").as_deref() {
+            None | Some("day") => Period::Day,
+            Some("hour") => Period::Hour,
+            Some(other) => return Err(bad_request(format!("by: `{other}` is not hour or day"))),
+        };
+        let now = crate::time::now_unix();
+        let today = now - now.rem_euclid(86_400);
+        let (user, key_id) = (query_param(query, "user"), query_param(query, "key"));
+        let filter = Filter {
+            from: time("from")?.unwrap_or(today - 6 * 86_400),
+            to: time("to")?.unwrap_or(now + 3_600),
+            user: user.as_deref(),
+            key_id: key_id.as_deref(),
+        };
+        let rows = report::rows(&self.app.store, &self.app.usage, &filter, period)
+            .await
+            .map_err(|e| Reply::from(AccountError::from(e)))?;
+        Ok(Reply(200, Some(report::admin_json(&rows, period))))
     }
 
     /// The normalised name of a host the API may change: not one from the config file.

@@ -8,8 +8,12 @@ use serde_json::Value;
 use crate::app::App;
 use crate::auth::{bearer_token, AuthError};
 use crate::config::Byok;
+use crate::limits::headers::rate_limit_headers;
+use crate::limits::{Limits, Subject};
+use crate::store::KeyRecord;
 
 use super::ctx::RequestCtx;
+use super::metering;
 use super::model_gate::{BodyKind, ModelGate};
 use super::respond::{ApiError, LocalResponse};
 use super::route::normalize_host;
@@ -66,8 +70,16 @@ pub async fn admit(
 
     if path == "/account" || path.starts_with("/account/") {
         return match (&method, path.as_str()) {
-            (&Method::GET, "/account") => {
-                Ok(Admission::Json(200, super::local::account(app, &key)))
+            (&Method::GET, "/account") => Ok(Admission::Json(
+                200,
+                super::local::account(app, &key).await?,
+            )),
+            (&Method::GET, "/account/usage") => {
+                let query = session.req_header().uri.query().map(str::to_owned);
+                Ok(Admission::Json(
+                    200,
+                    super::local::account_usage(app, &key, query.as_deref()).await?,
+                ))
             }
             (&Method::POST, "/account/rotate-key") => Ok(Admission::Json(
                 200,
@@ -113,18 +125,68 @@ pub async fn admit(
         _ => {}
     }
 
-    if let Some(allowed) = key.models.clone() {
-        let has_body =
-            declared.is_some_and(|l| l > 0) || header(session, "transfer-encoding").is_some();
-        if has_body {
-            if let Some(kind) =
-                header(session, "content-type").and_then(BodyKind::from_content_type)
-            {
-                ctx.model_gate = Some(ModelGate::new(allowed, kind));
-            }
-        }
+    admit_to_limits(app, ctx, &key, &path).await?;
+
+    let has_body =
+        declared.is_some_and(|l| l > 0) || header(session, "transfer-encoding").is_some();
+    let kind = header(session, "content-type").and_then(BodyKind::from_content_type);
+    ctx.may_inject_usage = has_body
+        && method == Method::POST
+        && metering::takes_include_usage(&path)
+        && matches!(kind, Some(BodyKind::Json));
+    if let (Some(allowed), true, Some(kind)) = (key.models.clone(), has_body, kind) {
+        ctx.model_gate = Some(ModelGate::new(allowed, kind));
+    }
+    if ctx.model_gate.is_some() || ctx.may_inject_usage {
+        ctx.held_body = Some(Vec::new());
     }
     Ok(Admission::Proxy)
+}
+
+/// Checks the key's and its user's limits and counts the request (SPEC §3.6).
+async fn admit_to_limits(
+    app: &App,
+    ctx: &mut RequestCtx,
+    key: &KeyRecord,
+    path: &str,
+) -> Result<(), ApiError> {
+    let user_limits = app.accounts.user_limits(&key.user).await.map_err(|e| {
+        log::error!(
+            "{}: reading the limits of user {} failed: {e:?}",
+            ctx.request_id,
+            key.user
+        );
+        ApiError::service_unavailable("Limits storage is unavailable.")
+    })?;
+    let subject = Subject {
+        key_id: &key.id,
+        user: &key.user,
+        key_limits: Limits::for_key(&app.config.limits, key.limits.as_ref()),
+        user_limits: Limits::for_user(user_limits.as_ref()),
+    };
+    let now_ms = crate::time::now_unix_ms();
+    let is_image = path.starts_with("/v1/images/");
+    match app.limiter.admit(&subject, now_ms, is_image) {
+        Ok(ticket) => {
+            ctx.ticket = Some(ticket);
+            Ok(())
+        }
+        Err(refusal) => {
+            app.metrics
+                .rate_limited
+                .with_label_values(&[refusal.limit().as_str()])
+                .inc();
+            let standings: Vec<_> = app
+                .limiter
+                .standings(&subject, now_ms)
+                .into_iter()
+                .map(|(_, s)| s)
+                .collect();
+            let mut err = ApiError::rate_limited(&refusal);
+            err.headers.extend(rate_limit_headers(&standings));
+            Err(err)
+        }
+    }
 }
 
 /// Sends what `admit` decided the gateway answers itself; returns the status sent.

@@ -5,8 +5,10 @@ use std::time::Instant;
 
 use rand::distr::{Alphanumeric, SampleString};
 
+use crate::limits::Ticket;
 use crate::metrics::GaugeGuard;
 use crate::store::KeyRecord;
+use crate::usage::parse::UsageMeter;
 
 use super::model_gate::ModelGate;
 use super::respond::ApiError;
@@ -27,6 +29,17 @@ pub struct RequestCtx {
     pub tried: u64,
     pub backend: Option<usize>,
     pub model_gate: Option<ModelGate>,
+    /// The request body held back until complete (for the model gate or the usage injection).
+    pub held_body: Option<Vec<u8>>,
+    /// A streaming chat/completions request whose body may get `include_usage` added.
+    pub may_inject_usage: bool,
+    /// The gateway added `include_usage`: the usage-only chunk is the gateway's, not the client's.
+    pub injected_usage: bool,
+    /// The `model` of the request body, when the gateway read it.
+    pub model: Option<String>,
+    pub meter: Option<UsageMeter>,
+    /// The metered response is a stream (estimated from its content when usage is missing).
+    pub metered_stream: bool,
     pub max_body_bytes: u64,
     pub body_bytes: u64,
     pub upstream_sent: Option<Instant>,
@@ -39,6 +52,8 @@ pub struct RequestCtx {
     pub refused_on_purpose: bool,
     /// Status of a response the gateway made itself.
     pub local_status: Option<u16>,
+    /// The limiter's admission; dropping it ends the request's share of `max_concurrent`.
+    pub ticket: Option<Ticket>,
     pub active: Option<GaugeGuard>,
     pub stream: Option<GaugeGuard>,
 }
@@ -56,6 +71,12 @@ impl RequestCtx {
             tried: 0,
             backend: None,
             model_gate: None,
+            held_body: None,
+            may_inject_usage: false,
+            injected_usage: false,
+            model: None,
+            meter: None,
+            metered_stream: false,
             max_body_bytes: u64::MAX,
             body_bytes: 0,
             upstream_sent: None,
@@ -65,6 +86,7 @@ impl RequestCtx {
             error: None,
             refused_on_purpose: false,
             local_status: None,
+            ticket: None,
             active: None,
             stream: None,
         }

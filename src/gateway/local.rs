@@ -5,9 +5,10 @@ use serde_json::{json, Value};
 
 use crate::accounts::AccountError;
 use crate::app::App;
-use crate::config::LimitValues;
+use crate::limits::{Limits, Subject};
 use crate::store::KeyRecord;
 use crate::time::rfc3339;
+use crate::usage::report::{self, Filter, Period};
 
 use super::respond::ApiError;
 
@@ -31,34 +32,77 @@ pub fn status(app: &App) -> Value {
     })
 }
 
-/// A key's limits: the config defaults, overridden field by field by the key's own.
-pub fn effective_limits(app: &App, key: &KeyRecord) -> LimitValues {
-    let d = &app.config.limits;
-    let own = key.limits.clone().unwrap_or_default();
-    LimitValues {
-        requests_per_minute: own.requests_per_minute.or(Some(d.requests_per_minute)),
-        requests_per_hour: own.requests_per_hour.or(Some(d.requests_per_hour)),
-        requests_per_day: own.requests_per_day.or(Some(d.requests_per_day)),
-        tokens_per_minute: own.tokens_per_minute.or(Some(d.tokens_per_minute)),
-        tokens_per_day: own.tokens_per_day.or(Some(d.tokens_per_day)),
-        images_per_day: own.images_per_day.or(Some(d.images_per_day)),
-        max_concurrent: own.max_concurrent.or(Some(d.max_concurrent)),
+/// `GET /account`: the calling key, its limits (the config defaults overridden by its own)
+/// and what remains of each limit that applies to it or its user.
+pub async fn account(app: &App, key: &KeyRecord) -> Result<Value, ApiError> {
+    let user_limits = app.accounts.user_limits(&key.user).await.map_err(|e| {
+        log::error!("reading the limits of user {} failed: {e:?}", key.user);
+        ApiError::service_unavailable("Limits storage is unavailable.")
+    })?;
+    let key_limits = Limits::for_key(&app.config.limits, key.limits.as_ref());
+    let subject = Subject {
+        key_id: &key.id,
+        user: &key.user,
+        key_limits,
+        user_limits: Limits::for_user(user_limits.as_ref()),
+    };
+    let mut remaining = serde_json::Map::new();
+    for (_, standing) in app.limiter.standings(&subject, crate::time::now_unix_ms()) {
+        let name = standing.limit.as_str();
+        let tighter = remaining
+            .get(name)
+            .and_then(Value::as_u64)
+            .is_none_or(|r| standing.remaining < r);
+        if tighter {
+            remaining.insert(name.to_string(), standing.remaining.into());
+        }
     }
-}
-
-/// `GET /account`.
-pub fn account(app: &App, key: &KeyRecord) -> Value {
-    json!({
+    let limits: serde_json::Map<String, Value> = key_limits
+        .named()
+        .into_iter()
+        .map(|(name, value)| (name.as_str().to_string(), value.into()))
+        .collect();
+    Ok(json!({
         "key_id": key.id,
         "user": key.user,
         "label": key.label,
         "created_at": rfc3339(key.created_at),
         "expires_at": key.expires_at.map(rfc3339),
         "models": key.models,
-        "limits": effective_limits(app, key),
-        // Filled in by the limits feature; until then nothing is tracked.
-        "remaining": {},
-    })
+        "limits": limits,
+        "user_limits": user_limits,
+        "remaining": remaining,
+    }))
+}
+
+/// `GET /account/usage?days=N` (1 to 366, default 30): the user's usage by UTC day.
+pub async fn account_usage(
+    app: &App,
+    key: &KeyRecord,
+    query: Option<&str>,
+) -> Result<Value, ApiError> {
+    let days = query
+        .and_then(|q| q.split('&').find_map(|p| p.strip_prefix("days=")))
+        .map(|d| d.parse::<i64>().ok().filter(|d| (1..=366).contains(d)))
+        .unwrap_or(Some(30))
+        .ok_or_else(|| {
+            ApiError::invalid_request("days must be an integer from 1 to 366").with_param("days")
+        })?;
+    let now = crate::time::now_unix();
+    let today = now - now.rem_euclid(86_400);
+    let filter = Filter {
+        from: today - (days - 1) * 86_400,
+        to: now + 3_600,
+        user: Some(&key.user),
+        key_id: None,
+    };
+    let rows = report::rows(&app.store, &app.usage, &filter, Period::Day)
+        .await
+        .map_err(|e| {
+            log::error!("reading usage failed: {e}");
+            ApiError::service_unavailable("Usage storage is unavailable.")
+        })?;
+    Ok(report::account_json(&rows))
 }
 
 /// `POST /account/rotate-key`: the old secret stops working at once.

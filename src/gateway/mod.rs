@@ -4,6 +4,7 @@ pub mod access_log;
 pub mod admission;
 pub mod ctx;
 pub mod local;
+pub mod metering;
 pub mod model_gate;
 pub mod observe;
 pub mod respond;
@@ -22,6 +23,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{ErrorSource, ErrorType};
 
 use crate::app::App;
+use crate::limits::headers::rate_limit_headers;
 use crate::metrics::GaugeGuard;
 use ctx::RequestCtx;
 use model_gate::Verdict;
@@ -31,9 +33,15 @@ pub struct Gateway {
     pub app: Arc<App>,
 }
 
-/// Marks an error as one the gateway chose (its answer is in `ctx.error`).
+/// Marks an error as one the gateway chose (its answer is in `ctx.error`). A request refused
+/// for what its body broke does not count against the limits (SPEC §3.6).
 fn refuse(ctx: &mut RequestCtx, err: ApiError) -> Box<Error> {
     let status = err.status;
+    if status < 500 {
+        if let Some(ticket) = ctx.ticket.as_mut() {
+            ticket.uncount(crate::time::now_unix_ms());
+        }
+    }
     ctx.error = Some(err);
     Error::new(ErrorType::HTTPStatus(status))
 }
@@ -172,11 +180,20 @@ impl ProxyHttp for Gateway {
         };
         let key = ctx.byok_key.as_deref().or_else(|| pool.next_key());
         rewrite::rewrite_upstream_request(req, &pool.backends[index], key, &ctx.request_id)?;
+        if ctx.ticket.is_some() {
+            // Metered responses are parsed: they must come uncompressed.
+            req.insert_header(http::header::ACCEPT_ENCODING, "identity")?;
+        }
+        if ctx.may_inject_usage {
+            // The body may grow by `stream_options`; Pingora frames it as chunked instead.
+            req.remove_header(&http::header::CONTENT_LENGTH);
+        }
         ctx.upstream_sent = Some(Instant::now());
         Ok(())
     }
 
-    /// The body size cap, and the model allow-list, which holds the body back until checked.
+    /// The body size cap; the model allow-list and the `include_usage` injection, which hold
+    /// the body back until it is complete.
     async fn request_body_filter(
         &self,
         _session: &mut Session,
@@ -190,27 +207,30 @@ impl ProxyHttp for Gateway {
                 return Err(refuse(ctx, ApiError::request_too_large(ctx.max_body_bytes)));
             }
         }
-        let Some(gate) = ctx.model_gate.as_mut() else {
+        let Some(held) = ctx.held_body.as_mut() else {
             return Ok(());
         };
         if let Some(chunk) = body.take() {
-            gate.hold(&chunk);
+            held.extend_from_slice(&chunk);
         }
         if !end_of_stream {
             // An empty chunk tells Pingora "nothing yet" without ending the upstream body.
             *body = Some(Bytes::new());
             return Ok(());
         }
-        match gate.verdict() {
-            Verdict::Allowed => {
-                *body = Some(Bytes::from(gate.take_body()));
-                Ok(())
+        let full = ctx.held_body.take().unwrap_or_default();
+        if let Some(gate) = &ctx.model_gate {
+            match gate.verdict(&full) {
+                Verdict::Allowed => {}
+                Verdict::ModelNotAllowed(model) => {
+                    return Err(refuse(ctx, ApiError::model_not_allowed(&model)));
+                }
+                Verdict::Malformed(why) => return Err(refuse(ctx, ApiError::invalid_request(why))),
             }
-            Verdict::ModelNotAllowed(model) => {
-                Err(refuse(ctx, ApiError::model_not_allowed(&model)))
-            }
-            Verdict::Malformed(why) => Err(refuse(ctx, ApiError::invalid_request(why))),
         }
+        ctx.model = model_gate::json_model(&full).ok().flatten();
+        *body = Some(Bytes::from(metering::prepare_request_body(ctx, full)));
+        Ok(())
     }
 
     /// A response arrived: the backend is alive; streams are counted.
@@ -231,6 +251,7 @@ impl ProxyHttp for Gateway {
                     .inc();
             }
         }
+        metering::start(ctx, resp);
         let is_stream = resp
             .headers
             .get(http::header::CONTENT_TYPE)
@@ -257,6 +278,11 @@ impl ProxyHttp for Gateway {
         self.app
             .headers
             .decorate(resp, &ctx.request_id, origin, ctx.tls);
+        if let Some(ticket) = &ctx.ticket {
+            for (name, value) in rate_limit_headers(&ticket.standings) {
+                resp.insert_header(name, value)?;
+            }
+        }
         Ok(())
     }
 
@@ -274,14 +300,16 @@ impl ProxyHttp for Gateway {
         Ok(None)
     }
 
-    /// Counts what reached the client. Synchronous: no I/O here.
+    /// Meters usage (removing the usage chunk the gateway asked for) and counts what reaches
+    /// the client. Synchronous: no I/O here.
     fn response_body_filter(
         &self,
         _session: &mut Session,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
+        metering::feed(ctx, body, end_of_stream);
         if let Some(chunk) = body {
             ctx.response_bytes += chunk.len() as u64;
         }

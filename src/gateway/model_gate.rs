@@ -1,6 +1,6 @@
 //! The `models` allow-list of a key, checked against the `model` field of a JSON or
-//! multipart body. The body is held back (bounded by `max_body_bytes`) until it is complete
-//! and checked, so a refused request never reaches the upstream complete.
+//! multipart body. The gateway holds the body back (bounded by `max_body_bytes`) until it is
+//! complete and checked, so a refused request never reaches the upstream complete.
 
 use serde_json::Value;
 
@@ -40,43 +40,37 @@ pub enum Verdict {
 pub struct ModelGate {
     allowed: Vec<String>,
     kind: BodyKind,
-    held: Vec<u8>,
+}
+
+/// The `model` of a JSON body: `Ok(None)` when there is none, `Err` when the body is not
+/// JSON or `model` is not a string.
+pub fn json_model(body: &[u8]) -> Result<Option<String>, &'static str> {
+    if body.is_empty() {
+        return Ok(None);
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => match map.get("model") {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(m)) => Ok(Some(m.clone())),
+            Some(_) => Err("`model` must be a string"),
+        },
+        Ok(_) => Ok(None),
+        Err(_) => Err("the request body is not valid JSON"),
+    }
 }
 
 impl ModelGate {
     pub fn new(allowed: Vec<String>, kind: BodyKind) -> Self {
-        ModelGate {
-            allowed,
-            kind,
-            held: Vec::new(),
-        }
+        ModelGate { allowed, kind }
     }
 
-    pub fn hold(&mut self, chunk: &[u8]) {
-        self.held.extend_from_slice(chunk);
-    }
-
-    pub fn take_body(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.held)
-    }
-
-    pub fn verdict(&self) -> Verdict {
+    pub fn verdict(&self, body: &[u8]) -> Verdict {
         let model = match &self.kind {
-            BodyKind::Json => {
-                if self.held.is_empty() {
-                    return Verdict::Allowed;
-                }
-                match serde_json::from_slice::<Value>(&self.held) {
-                    Ok(Value::Object(map)) => match map.get("model") {
-                        None | Some(Value::Null) => None,
-                        Some(Value::String(m)) => Some(m.clone()),
-                        Some(_) => return Verdict::Malformed("`model` must be a string"),
-                    },
-                    Ok(_) => None,
-                    Err(_) => return Verdict::Malformed("the request body is not valid JSON"),
-                }
-            }
-            BodyKind::Multipart { boundary } => multipart_field(&self.held, boundary, "model"),
+            BodyKind::Json => match json_model(body) {
+                Ok(model) => model,
+                Err(why) => return Verdict::Malformed(why),
+            },
+            BodyKind::Multipart { boundary } => multipart_field(body, boundary, "model"),
         };
         match model {
             Some(m) if !self.allowed.contains(&m) => Verdict::ModelNotAllowed(m),
@@ -117,11 +111,7 @@ mod tests {
     use super::*;
 
     fn gate(kind: BodyKind, body: &[u8]) -> Verdict {
-        let mut g = ModelGate::new(vec!["gpt-4o-mini".into()], kind);
-        for chunk in body.chunks(7) {
-            g.hold(chunk);
-        }
-        g.verdict()
+        ModelGate::new(vec!["gpt-4o-mini".into()], kind).verdict(body)
     }
 
     #[test]

@@ -6,6 +6,7 @@ use pingora::proxy::Session;
 use serde_json::json;
 
 use crate::app::App;
+use crate::store::UsageRow;
 
 use super::ctx::RequestCtx;
 
@@ -19,7 +20,7 @@ fn final_status(session: &Session, ctx: &RequestCtx) -> u16 {
         .unwrap_or(0)
 }
 
-pub fn finish(app: &App, session: &Session, ctx: &RequestCtx, error: Option<&pingora::Error>) {
+pub fn finish(app: &App, session: &Session, ctx: &mut RequestCtx, error: Option<&pingora::Error>) {
     let now = Instant::now();
     let status = final_status(session, ctx);
     let total = now.duration_since(ctx.started);
@@ -48,6 +49,8 @@ pub fn finish(app: &App, session: &Session, ctx: &RequestCtx, error: Option<&pin
             .as_secs_f64(),
     );
 
+    debit_usage(app, ctx, status);
+
     if !app.access_log.enabled() {
         return;
     }
@@ -71,4 +74,33 @@ pub fn finish(app: &App, session: &Session, ctx: &RequestCtx, error: Option<&pin
         "error": error.map(|e| e.etype().as_str()),
     });
     app.access_log.write(line.to_string());
+}
+
+/// What an admitted request used: its request, error, tokens and images, into the limiter's
+/// token windows and day budgets, the usage batch, and the token metrics.
+fn debit_usage(app: &App, ctx: &mut RequestCtx, status: u16) {
+    if !ctx.ticket.as_ref().is_some_and(|t| t.counted()) {
+        return;
+    }
+    let metered = crate::gateway::metering::finish(app, ctx);
+    let Some(ticket) = ctx.ticket.as_ref() else {
+        return;
+    };
+    let now_ms = crate::time::now_unix_ms();
+    app.limiter.consume(
+        ticket.key_id(),
+        ticket.user(),
+        metered.prompt_tokens + metered.completion_tokens,
+        metered.images,
+        now_ms,
+    );
+    let row = UsageRow {
+        user: ticket.user().to_string(),
+        requests: 1,
+        errors: u64::from(status >= 500),
+        prompt_tokens: metered.prompt_tokens,
+        completion_tokens: metered.completion_tokens,
+        images: metered.images,
+    };
+    app.usage.add((now_ms / 1000) as i64, ticket.key_id(), row);
 }

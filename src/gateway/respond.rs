@@ -8,6 +8,8 @@ use pingora::proxy::Session;
 use serde_json::json;
 
 use crate::config::CorsSection;
+use crate::limits::headers::{format_reset, refusal_headers};
+use crate::limits::{LimitName, Refusal};
 
 /// Headers a browser client may read from our responses.
 const EXPOSED_HEADERS: &str = "x-tollgate-request-id, x-request-id, x-ratelimit-limit-requests, \
@@ -146,6 +148,50 @@ impl ApiError {
             "upstream_timeout",
             format!("Upstream `{upstream}` did not answer in time."),
         )
+    }
+
+    /// A 429 for a limit: window limits say when to retry, daily budgets that retrying today
+    /// is pointless (SPEC §3.6, §4).
+    pub fn rate_limited(refusal: &Refusal) -> Self {
+        let what = |limit: LimitName| limit.as_str().replace('_', " ");
+        let mut err = match refusal {
+            Refusal::Budget { limit, max, .. } => Self::new(
+                429,
+                "insufficient_quota",
+                "insufficient_quota",
+                format!(
+                    "You exceeded your daily budget of {max} {}; it renews at 00:00 UTC.",
+                    what(*limit).trim_end_matches(" per day")
+                ),
+            ),
+            Refusal::Window {
+                limit,
+                max,
+                retry_after,
+                ..
+            } => Self::new(
+                429,
+                if limit.is_tokens() {
+                    "tokens"
+                } else {
+                    "requests"
+                },
+                "rate_limit_exceeded",
+                format!(
+                    "Rate limit reached for {}: limit {max}. Please try again in {}.",
+                    what(*limit),
+                    format_reset(*retry_after)
+                ),
+            ),
+            Refusal::Concurrency { max, .. } => Self::new(
+                429,
+                "requests",
+                "rate_limit_exceeded",
+                format!("Too many requests in flight: limit {max}. Please try again in 1s."),
+            ),
+        };
+        err.headers.extend(refusal_headers(refusal));
+        err
     }
 
     pub fn service_unavailable(message: impl Into<String>) -> Self {

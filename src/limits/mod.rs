@@ -350,6 +350,19 @@ pub struct Ticket {
 }
 
 impl Ticket {
+    /// Whether the request still counts (it was not refused after admission).
+    pub fn counted(&self) -> bool {
+        self.counted
+    }
+
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
     /// The request was refused after admission (its body broke a rule): it does not count.
     pub fn uncount(&mut self, now_ms: u64) {
         if std::mem::take(&mut self.counted) {

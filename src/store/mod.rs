@@ -7,7 +7,7 @@
 
 mod records;
 
-pub use records::{HostRecord, KeyRecord, UserRecord};
+pub use records::{HostRecord, KeyRecord, UsageRow, UserRecord};
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
@@ -46,6 +46,16 @@ pub struct Store {
     /// SHA-256 of a key secret -> key id. A rotated key keeps a second entry during its grace.
     key_hashes: sled::Tree,
     hosts: sled::Tree,
+    /// Usage per key and hour: key = hour start (unix seconds, big-endian) ++ key id, so a
+    /// time range is one ordered scan.
+    usage: sled::Tree,
+}
+
+fn usage_key(hour: i64, key_id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + key_id.len());
+    k.extend_from_slice(&(hour.max(0) as u64).to_be_bytes());
+    k.extend_from_slice(key_id.as_bytes());
+    k
 }
 
 fn encode<T: Serialize>(value: &T) -> StoreResult<Vec<u8>> {
@@ -81,6 +91,7 @@ impl Store {
             keys: db.open_tree("keys")?,
             key_hashes: db.open_tree("key_hashes")?,
             hosts: db.open_tree("hosts")?,
+            usage: db.open_tree("usage")?,
             db,
         })
     }
@@ -188,6 +199,45 @@ impl Store {
         Ok(Some(key))
     }
 
+    // ---- usage ----
+
+    /// Adds one key-hour of usage to what is stored.
+    pub fn add_usage(&self, hour: i64, key_id: &str, delta: &UsageRow) -> StoreResult<()> {
+        let key = usage_key(hour, key_id);
+        let mut failed = None;
+        self.usage.update_and_fetch(&key, |old| {
+            let mut row: UsageRow = match old.map(decode).transpose() {
+                Ok(row) => row.unwrap_or_default(),
+                Err(e) => {
+                    failed = Some(e);
+                    return old.map(|o| o.to_vec());
+                }
+            };
+            row.user.clone_from(&delta.user);
+            row.add(delta);
+            encode(&row).ok()
+        })?;
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// Every stored key-hour with `from_hour <= hour < to_hour`, in time order.
+    pub fn usage_between(
+        &self,
+        from_hour: i64,
+        to_hour: i64,
+    ) -> StoreResult<Vec<(i64, String, UsageRow)>> {
+        let (from, to) = (usage_key(from_hour, ""), usage_key(to_hour, ""));
+        let mut out = Vec::new();
+        for entry in self.usage.range(from..to) {
+            let (k, v) = entry?;
+            let mut hour = [0u8; 8];
+            hour.copy_from_slice(&k[..8]);
+            let key_id = String::from_utf8_lossy(&k[8..]).into_owned();
+            out.push((u64::from_be_bytes(hour) as i64, key_id, decode(&v)?));
+        }
+        Ok(out)
+    }
+
     // ---- hosts ----
 
     pub fn hosts(&self) -> StoreResult<Vec<HostRecord>> {
@@ -236,6 +286,30 @@ impl StoreSlot {
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
+        self.run(op, true).await
+    }
+
+    /// Runs a read on a blocking thread once sled is open.
+    pub async fn read<T, E>(
+        &self,
+        op: impl FnOnce(&Store) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        self.run(op, false).await
+    }
+
+    async fn run<T, E>(
+        &self,
+        op: impl FnOnce(&Store) -> Result<T, E> + Send + 'static,
+        flush: bool,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
         let store = self
             .wait(STORE_WAIT)
             .await
@@ -243,7 +317,9 @@ impl StoreSlot {
             .clone();
         tokio::task::spawn_blocking(move || {
             let out = op(&store)?;
-            store.flush()?;
+            if flush {
+                store.flush()?;
+            }
             Ok(out)
         })
         .await
@@ -307,6 +383,33 @@ mod tests {
         settled.prev_hash = None;
         store.put_key(&settled, Some(&rotated)).unwrap();
         assert!(store.key_by_hash("h1").unwrap().is_none());
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn usage_adds_up_per_key_and_hour_and_scans_by_time() {
+        let (store, dir) = temp_store();
+        let row = |user: &str, requests| UsageRow {
+            user: user.into(),
+            requests,
+            prompt_tokens: 10 * requests,
+            ..UsageRow::default()
+        };
+        store.add_usage(7200, "key_a", &row("alice", 1)).unwrap();
+        store.add_usage(7200, "key_a", &row("alice", 2)).unwrap();
+        store.add_usage(3600, "key_b", &row("bob", 5)).unwrap();
+        store.add_usage(10800, "key_a", &row("alice", 1)).unwrap();
+        let rows = store.usage_between(3600, 10800).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(
+            (rows[0].0, rows[0].1.as_str(), rows[0].2.requests),
+            (3600, "key_b", 5)
+        );
+        assert_eq!(
+            (rows[1].0, rows[1].1.as_str(), rows[1].2.requests),
+            (7200, "key_a", 3)
+        );
+        assert_eq!(rows[1].2.prompt_tokens, 30);
         std::fs::remove_dir_all(dir).ok();
     }
 

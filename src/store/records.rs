@@ -83,3 +83,34 @@ impl std::fmt::Debug for HostRecord {
             .finish()
     }
 }
+
+/// Usage of one key in one hour (SPEC §3.6), as kept in sled and as added up in memory
+/// before a write.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageRow {
+    pub user: String,
+    #[serde(default)]
+    pub requests: u64,
+    #[serde(default)]
+    pub errors: u64,
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub completion_tokens: u64,
+    #[serde(default)]
+    pub images: u64,
+}
+
+impl UsageRow {
+    pub fn add(&mut self, other: &UsageRow) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        self.prompt_tokens += other.prompt_tokens;
+        self.completion_tokens += other.completion_tokens;
+        self.images += other.images;
+    }
+
+    pub fn tokens(&self) -> u64 {
+        self.prompt_tokens + self.completion_tokens
+    }
+}
