@@ -158,12 +158,13 @@ pub struct Standing {
     pub reset: Duration,
 }
 
-/// The counters of one subject.
-#[derive(Debug, Default)]
+/// The counters of one subject. The windows count whether or not a limit is set, so a limit
+/// set at run time applies to the traffic already in its window (about 750 bytes a subject).
+#[derive(Debug)]
 struct Counters {
-    rpm: Option<SlidingWindow>,
-    rph: Option<SlidingWindow>,
-    tpm: Option<SlidingWindow>,
+    rpm: SlidingWindow,
+    rph: SlidingWindow,
+    tpm: SlidingWindow,
     /// Days since the epoch (UTC) that the day counts are for.
     day: u64,
     day_requests: u64,
@@ -172,26 +173,22 @@ struct Counters {
     inflight: u64,
 }
 
-fn window_total(window: &mut Option<SlidingWindow>, now_ms: u64) -> u64 {
-    window.as_mut().map_or(0, |w| w.total(now_ms))
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            rpm: SlidingWindow::new(MINUTE),
+            rph: SlidingWindow::new(HOUR),
+            tpm: SlidingWindow::new(MINUTE),
+            day: 0,
+            day_requests: 0,
+            day_tokens: 0,
+            day_images: 0,
+            inflight: 0,
+        }
+    }
 }
 
 impl Counters {
-    /// Starts the windows whose limits are set and drops the others (a window started by a
-    /// limit set at run time counts from that moment).
-    fn fit(&mut self, limits: &Limits, now_ms: u64) {
-        let fit = |w: &mut Option<SlidingWindow>, on: bool, span: Duration| match (on, w.is_some())
-        {
-            (true, false) => *w = Some(SlidingWindow::new(span)),
-            (false, true) => *w = None,
-            _ => {}
-        };
-        fit(&mut self.rpm, limits.rpm > 0, MINUTE);
-        fit(&mut self.rph, limits.rph > 0, HOUR);
-        fit(&mut self.tpm, limits.tpm > 0, MINUTE);
-        self.roll_day(now_ms);
-    }
-
     fn roll_day(&mut self, now_ms: u64) {
         let day = now_ms / DAY_MS;
         if day > self.day {
@@ -231,16 +228,14 @@ impl Counters {
             (LimitName::TokensPerMinute, limits.tpm, &mut self.tpm),
         ];
         for (limit, max, window) in windows {
-            if let Some(w) = window.as_mut().filter(|_| max > 0) {
-                if w.total(now_ms) >= max {
-                    let retry_after = w.wait_until_below(now_ms, max);
-                    return Err(Refusal::Window {
-                        limit,
-                        scope,
-                        max,
-                        retry_after,
-                    });
-                }
+            if max > 0 && window.total(now_ms) >= max {
+                let retry_after = window.wait_until_below(now_ms, max);
+                return Err(Refusal::Window {
+                    limit,
+                    scope,
+                    max,
+                    retry_after,
+                });
             }
         }
         if limits.max_concurrent > 0 && self.inflight >= limits.max_concurrent {
@@ -253,17 +248,15 @@ impl Counters {
     }
 
     fn count_request(&mut self, now_ms: u64) {
-        for w in [&mut self.rpm, &mut self.rph].into_iter().flatten() {
-            w.add(now_ms, 1);
-        }
+        self.rpm.add(now_ms, 1);
+        self.rph.add(now_ms, 1);
         self.day_requests += 1;
         self.inflight += 1;
     }
 
     fn uncount_request(&mut self, now_ms: u64, at_ms: u64) {
-        for w in [&mut self.rpm, &mut self.rph].into_iter().flatten() {
-            w.remove(now_ms, at_ms, 1);
-        }
+        self.rpm.remove(now_ms, at_ms, 1);
+        self.rph.remove(now_ms, at_ms, 1);
         if self.day == at_ms / DAY_MS {
             self.day_requests = self.day_requests.saturating_sub(1);
         }
@@ -272,14 +265,12 @@ impl Counters {
     fn standings(&mut self, limits: &Limits, now_ms: u64) -> Vec<Standing> {
         let until_midnight = Duration::from_millis(DAY_MS - now_ms % DAY_MS);
         let mut out = Vec::new();
-        let mut window = |limit, max: u64, w: &mut Option<SlidingWindow>| {
+        let mut window = |limit, max: u64, w: &mut SlidingWindow| {
             if max == 0 {
                 return;
             }
-            let used = window_total(w, now_ms);
-            let reset = w
-                .as_mut()
-                .map_or(Duration::ZERO, |w| w.next_release(now_ms));
+            let used = w.total(now_ms);
+            let reset = w.next_release(now_ms);
             out.push(Standing {
                 limit,
                 max,
@@ -442,8 +433,8 @@ impl Limiter {
         is_image: bool,
     ) -> Result<Ticket, Refusal> {
         let standings = self.with_both(subject.key_id, subject.user, |k, u| {
-            k.fit(&subject.key_limits, now_ms);
-            u.fit(&subject.user_limits, now_ms);
+            k.roll_day(now_ms);
+            u.roll_day(now_ms);
             k.check(&subject.key_limits, Scope::Key, now_ms, is_image)?;
             u.check(&subject.user_limits, Scope::User, now_ms, is_image)?;
             k.count_request(now_ms);
@@ -467,9 +458,7 @@ impl Limiter {
         self.with_both(key_id, user, |k, u| {
             for c in [k, u] {
                 c.roll_day(now_ms);
-                if let Some(w) = c.tpm.as_mut() {
-                    w.add(now_ms, tokens);
-                }
+                c.tpm.add(now_ms, tokens);
                 c.day_tokens += tokens;
                 c.day_images += images;
             }
@@ -499,8 +488,8 @@ impl Limiter {
     /// The standing of every limit of a subject, without counting anything (for `/account`).
     pub fn standings(&self, subject: &Subject<'_>, now_ms: u64) -> Vec<(Scope, Standing)> {
         self.with_both(subject.key_id, subject.user, |k, u| {
-            k.fit(&subject.key_limits, now_ms);
-            u.fit(&subject.user_limits, now_ms);
+            k.roll_day(now_ms);
+            u.roll_day(now_ms);
             let mut all: Vec<(Scope, Standing)> = k
                 .standings(&subject.key_limits, now_ms)
                 .into_iter()
