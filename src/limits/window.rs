@@ -85,14 +85,18 @@ impl SlidingWindow {
             return Duration::ZERO;
         }
         let mut remaining = self.total;
-        // Oldest slot first: the one right after the head in ring order.
+        // Walk the ring from the oldest slot (the one after the head) to the newest; after
+        // `advance`, the slot at age `a` holds the counts of slot `head - a`.
+        let mut index = (self.head % SLOTS as u64) as usize;
         for age in (0..SLOTS as u64).rev() {
-            let Some(slot) = self.head.checked_sub(age) else {
+            index = if index + 1 == SLOTS { 0 } else { index + 1 };
+            let count = u64::from(self.counts[index]);
+            if count == 0 {
                 continue;
-            };
-            remaining -= u64::from(self.counts[(slot % SLOTS as u64) as usize]);
+            }
+            remaining -= count;
             if remaining < limit {
-                let leaves_at = (slot + SLOTS as u64) * self.slot_ms;
+                let leaves_at = (self.head - age + SLOTS as u64) * self.slot_ms;
                 return Duration::from_millis(leaves_at.saturating_sub(now_ms));
             }
         }

@@ -1,0 +1,317 @@
+//! Streaming JSON scanner: meters JSON bodies (and SSE `data:` lines too long to hold) as they stream,
+//! following string, escape and nesting state and capturing only small values.
+
+use super::acc::{cap_str, Acc};
+use super::buf::find_either;
+use super::fields::{Field, RawUsage, Text};
+use super::{KEY_MAX, MODEL_CAP, MODEL_RAW_CAP, TYPE_CAP, USAGE_CAP};
+
+/// Which member of the root object the scanner is inside.
+#[derive(Clone, Copy, PartialEq, Eq, Default, Debug)]
+enum Top {
+    #[default]
+    Other,
+    Usage,
+    Model,
+    Type,
+    Data,
+    Choices,
+    Output,
+    Response,
+}
+
+/// What the bytes of the current string are.
+#[derive(Clone, Copy, PartialEq, Eq, Default, Debug)]
+enum Role {
+    #[default]
+    Skip,
+    Key,
+    Content,
+}
+
+/// Which value is being captured.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Cap {
+    Usage,
+    Model,
+    Type,
+    OutputType,
+}
+
+impl Cap {
+    fn limit(self) -> usize {
+        match self {
+            Cap::Usage => USAGE_CAP,
+            Cap::Model => MODEL_RAW_CAP,
+            Cap::Type | Cap::OutputType => TYPE_CAP,
+        }
+    }
+}
+
+/// Bytes that change the scanner's state outside strings; runs of anything else (numbers, whitespace,
+/// literals) are skipped in a tight loop.
+const STRUCTURAL: [bool; 256] = {
+    let mut t = [false; 256];
+    t[b'"' as usize] = true;
+    t[b'{' as usize] = true;
+    t[b'}' as usize] = true;
+    t[b'[' as usize] = true;
+    t[b']' as usize] = true;
+    t[b':' as usize] = true;
+    t[b',' as usize] = true;
+    t
+};
+
+/// A byte-at-a-time JSON scanner that never holds more than one small captured value. It tolerates any
+/// input (invalid JSON just yields nothing) and never recurses.
+#[derive(Default)]
+pub(super) struct JsonScan {
+    depth: u32,
+    /// Bit `d - 1` set: the container at depth `d` is an object. Depths past 64 are not classified, which
+    /// only means keys that deep are not recognised — nothing metered lives there.
+    objs: u64,
+    in_str: bool,
+    esc: bool,
+    /// In an object, before a member's key.
+    expect_key: bool,
+    role: Role,
+    key: [u8; KEY_MAX],
+    /// Length of the current key; `KEY_MAX + 1` when it is too long or escaped to be one we look for.
+    key_len: usize,
+    /// The next string value is generated content.
+    content_next: bool,
+    top: Top,
+    pub(super) cap: Vec<u8>,
+    cap_what: Option<Cap>,
+    /// Depth of the object whose member is being captured: the capture ends at a `,` or close there.
+    cap_depth: u32,
+    cap_over: bool,
+    /// The current `data` element has been counted as an image.
+    elem_image: bool,
+}
+
+impl JsonScan {
+    fn is_obj(&self, d: u32) -> bool {
+        (1..=64).contains(&d) && self.objs & (1u64 << (d - 1)) != 0
+    }
+
+    pub(super) fn feed(&mut self, buf: &[u8], acc: &mut Acc) {
+        let mut i = 0;
+        while i < buf.len() {
+            if self.in_str {
+                if !self.esc && self.cap_what.is_none() && self.role != Role::Key {
+                    // Fast path through string bytes nobody needs to look at one by one.
+                    let rest = buf.get(i..).unwrap_or_default();
+                    match find_either(rest, b'"', b'\\') {
+                        Some(p) => {
+                            if self.role == Role::Content {
+                                acc.content = acc.content.saturating_add(p as u64);
+                            }
+                            i += p;
+                        }
+                        None => {
+                            if self.role == Role::Content {
+                                acc.content = acc.content.saturating_add(rest.len() as u64);
+                            }
+                            return;
+                        }
+                    }
+                }
+                let Some(&b) = buf.get(i) else { return };
+                i += 1;
+                self.capture_byte(b);
+                if self.esc {
+                    // The escaped character counts as one byte of content; escaped keys are not ours.
+                    self.esc = false;
+                    match self.role {
+                        Role::Content => acc.content = acc.content.saturating_add(1),
+                        Role::Key => self.key_len = KEY_MAX + 1,
+                        Role::Skip => {}
+                    }
+                } else if b == b'\\' {
+                    self.esc = true;
+                } else if b == b'"' {
+                    self.in_str = false;
+                } else {
+                    match self.role {
+                        Role::Content => acc.content = acc.content.saturating_add(1),
+                        Role::Key => {
+                            if let Some(k) = self.key.get_mut(self.key_len) {
+                                *k = b;
+                                self.key_len += 1;
+                            } else {
+                                self.key_len = KEY_MAX + 1;
+                            }
+                        }
+                        Role::Skip => {}
+                    }
+                }
+                continue;
+            }
+            if self.cap_what.is_none() {
+                while buf.get(i).is_some_and(|&c| !STRUCTURAL[usize::from(c)]) {
+                    i += 1;
+                }
+            }
+            let Some(&b) = buf.get(i) else { return };
+            i += 1;
+            if self.cap_what.is_some() {
+                if self.depth == self.cap_depth && matches!(b, b',' | b'}' | b']') {
+                    self.end_capture(acc);
+                } else {
+                    self.capture_byte(b);
+                }
+            }
+            match b {
+                b'"' => {
+                    self.in_str = true;
+                    if self.expect_key && self.is_obj(self.depth) {
+                        self.role = Role::Key;
+                        self.key_len = 0;
+                    } else {
+                        self.role = if self.content_next {
+                            Role::Content
+                        } else {
+                            Role::Skip
+                        };
+                        self.content_next = false;
+                    }
+                }
+                b'{' | b'[' => {
+                    self.depth = self.depth.saturating_add(1);
+                    let obj = b == b'{';
+                    if (1..=64).contains(&self.depth) {
+                        let bit = 1u64 << (self.depth - 1);
+                        if obj {
+                            self.objs |= bit;
+                        } else {
+                            self.objs &= !bit;
+                        }
+                    }
+                    self.expect_key = obj;
+                    self.content_next = false;
+                }
+                b'}' | b']' => {
+                    self.depth = self.depth.saturating_sub(1);
+                    self.expect_key = false;
+                    self.content_next = false;
+                }
+                b':' => self.on_colon(acc),
+                b',' => {
+                    self.expect_key = self.is_obj(self.depth);
+                    self.content_next = false;
+                    if self.depth == 2 && self.top == Top::Data {
+                        self.elem_image = false;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn capture_byte(&mut self, b: u8) {
+        if let Some(what) = self.cap_what {
+            if self.cap.len() < what.limit() {
+                self.cap.push(b);
+            } else {
+                self.cap_over = true;
+            }
+        }
+    }
+
+    fn start_capture(&mut self, what: Cap) {
+        if self.cap_what.is_none() {
+            self.cap.clear();
+            self.cap_what = Some(what);
+            self.cap_depth = self.depth;
+            self.cap_over = false;
+        }
+    }
+
+    fn end_capture(&mut self, acc: &mut Acc) {
+        let Some(what) = self.cap_what.take() else {
+            return;
+        };
+        if !self.cap_over {
+            let raw = self.cap.as_slice();
+            match what {
+                Cap::Usage => {
+                    if let Ok(f) = serde_json::from_slice::<Field<RawUsage>>(raw) {
+                        if let Some(u) = f.usage() {
+                            acc.usage = Some(u);
+                        }
+                    }
+                }
+                Cap::Model => {
+                    if acc.model.is_none() {
+                        if let Ok(Text(Some(m))) = serde_json::from_slice::<Text<'_>>(raw) {
+                            acc.model = Some(cap_str(&m, MODEL_CAP).to_owned());
+                        }
+                    }
+                }
+                Cap::Type => {
+                    if let Ok(Text(Some(t))) = serde_json::from_slice::<Text<'_>>(raw) {
+                        acc.ty = Some(t.into_owned());
+                    }
+                }
+                Cap::OutputType => {
+                    if let Ok(Text(Some(t))) = serde_json::from_slice::<Text<'_>>(raw) {
+                        if t == "image_generation_call" {
+                            acc.images = acc.images.saturating_add(1);
+                        }
+                    }
+                }
+            }
+        }
+        self.cap.clear();
+    }
+
+    fn on_colon(&mut self, acc: &mut Acc) {
+        self.expect_key = false;
+        self.content_next = false;
+        let key_buf = self.key;
+        let key = key_buf.get(..self.key_len).unwrap_or_default();
+        let d = self.depth;
+        if d == 1 && self.is_obj(1) {
+            self.top = match key {
+                b"usage" => Top::Usage,
+                b"model" => Top::Model,
+                b"type" => Top::Type,
+                b"data" => Top::Data,
+                b"choices" => Top::Choices,
+                b"output" => Top::Output,
+                b"response" => Top::Response,
+                _ => Top::Other,
+            };
+            self.elem_image = false;
+            match self.top {
+                Top::Usage => self.start_capture(Cap::Usage),
+                Top::Model => self.start_capture(Cap::Model),
+                Top::Type => self.start_capture(Cap::Type),
+                _ => {}
+            }
+        } else if d == 2 && self.top == Top::Response && self.is_obj(2) {
+            match key {
+                b"usage" => self.start_capture(Cap::Usage),
+                b"model" => self.start_capture(Cap::Model),
+                _ => {}
+            }
+        } else if d == 3 && !self.is_obj(2) && self.is_obj(3) {
+            if self.top == Top::Data && !self.elem_image && matches!(key, b"b64_json" | b"url") {
+                acc.images = acc.images.saturating_add(1);
+                self.elem_image = true;
+            } else if self.top == Top::Output && key == b"type" {
+                self.start_capture(Cap::OutputType);
+            }
+        }
+        if d >= 2
+            && matches!(self.top, Top::Choices | Top::Output)
+            && matches!(
+                key,
+                b"content" | b"text" | b"refusal" | b"arguments" | b"reasoning_content"
+            )
+        {
+            self.content_next = true;
+        }
+    }
+}
