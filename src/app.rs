@@ -12,6 +12,7 @@ use crate::gateway::access_log::AccessLog;
 use crate::gateway::respond::HeaderPolicy;
 use crate::gateway::route::{HostTable, Router};
 use crate::gateway::upstream::Resolver;
+use crate::idempotency::Idempotency;
 use crate::limits::Limiter;
 use crate::metrics::Metrics;
 use crate::store::StoreSlot;
@@ -28,6 +29,7 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     pub limiter: Arc<Limiter>,
     pub usage: UsageRecorder,
+    pub idempotency: Idempotency,
     pub headers: HeaderPolicy,
     pub access_log: AccessLog,
     pub started: Instant,
@@ -47,6 +49,7 @@ impl App {
             resolver: Resolver::default(),
             limiter: Arc::new(Limiter::default()),
             usage: UsageRecorder::default(),
+            idempotency: Idempotency::new(config.idempotency.clone()),
             started: Instant::now(),
             config: Arc::new(config),
             store,
@@ -58,14 +61,18 @@ impl App {
 }
 
 impl App {
-    /// Writes the usage not written yet and flushes sled. Called by the write-behind service,
-    /// and once more after the server has stopped, when no request can add to it any more.
-    pub fn write_usage(&self) {
+    /// Writes the usage and idempotent responses not written yet, and flushes sled. Called by
+    /// the write-behind service, and once more after the server has stopped, when no request
+    /// can add to them any more.
+    pub fn write_behind(&self) {
         let Some(store) = self.store.get() else {
             return;
         };
         if let Err(e) = self.usage.write_to(store) {
             log::error!("writing usage failed (kept for the next attempt): {e}");
+        }
+        if let Err(e) = self.idempotency.write_to(store) {
+            log::error!("storing idempotent responses failed (kept for the next attempt): {e}");
         }
     }
 

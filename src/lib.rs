@@ -14,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod gateway;
 pub mod health;
+pub mod idempotency;
 pub mod limits;
 pub mod metrics;
 pub mod store;
@@ -102,30 +103,47 @@ fn server_conf(config: &Config, daemon: bool) -> ServerConf {
     }
 }
 
-/// Writes pending usage every second (SPEC §3.6: a crash loses at most the last second).
-struct UsageWriter {
+/// Writes pending usage and idempotent responses every second (SPEC §3.6: a crash loses at
+/// most the last second), and sweeps expired idempotency records every minute.
+struct WriteBehind {
     app: Arc<App>,
 }
 
+const SWEEP_EVERY_TICKS: u64 = 60;
+
 #[async_trait]
-impl BackgroundService for UsageWriter {
+impl BackgroundService for WriteBehind {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut tick = tokio::time::interval(usage::WRITE_EVERY);
+        let mut ticks: u64 = 0;
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
                 _ = tick.tick() => {}
             }
+            ticks += 1;
             let app = self.app.clone();
-            if let Err(e) = tokio::task::spawn_blocking(move || app.write_usage()).await {
-                log::error!("usage writer failed: {e}");
+            let sweep = ticks % SWEEP_EVERY_TICKS == 0;
+            let done = tokio::task::spawn_blocking(move || {
+                app.write_behind();
+                if let (true, Some(store)) = (sweep, app.store.get()) {
+                    match app.idempotency.sweep(store, time::now_unix_ms()) {
+                        Ok(0) => {}
+                        Ok(n) => log::info!("removed {n} expired idempotency records"),
+                        Err(e) => log::error!("idempotency sweep failed: {e}"),
+                    }
+                }
+            })
+            .await;
+            if let Err(e) = done {
+                log::error!("write-behind failed: {e}");
             }
         }
     }
 }
 
 /// The whole gateway as a Pingora server. After `Server::run` returns, call
-/// [`App::write_usage`] so the usage of requests that drained during shutdown is kept.
+/// [`App::write_behind`] so what requests that drained during shutdown recorded is kept.
 pub fn build_server(
     config: Config,
     daemon: bool,
@@ -180,8 +198,8 @@ pub fn build_server(
         StoreService { app: app.clone() },
     ));
     server.add_service(background_service(
-        "usage writer",
-        UsageWriter { app: app.clone() },
+        "write-behind",
+        WriteBehind { app: app.clone() },
     ));
     server.add_service(background_service(
         "health checks",

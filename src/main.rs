@@ -75,7 +75,7 @@ fn main() -> ExitCode {
                 Ok((server, app)) => {
                     server.run(pingora::server::RunArgs::default());
                     // Every service has stopped: no request can add usage any more.
-                    app.write_usage();
+                    app.write_behind();
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

@@ -31,6 +31,7 @@ pub struct Metrics {
     pub active_streams: IntGauge,
     pub tokens: IntCounterVec,
     pub rate_limited: IntCounterVec,
+    pub idempotency: IntCounterVec,
 }
 
 impl Metrics {
@@ -88,35 +89,30 @@ impl Metrics {
                 Opts::new("tollgate_rate_limited_total", "Requests refused by a limit, by limit"),
                 &["limit"],
             )?,
+            idempotency: IntCounterVec::new(
+                Opts::new(
+                    "tollgate_idempotency_total",
+                    "Idempotency-Key outcomes: stored, replayed, conflict (409), mismatch (422), skipped (not stored)",
+                ),
+                &["result"],
+            )?,
             registry,
         };
-        metrics
-            .registry
-            .register(Box::new(metrics.requests_total.clone()))?;
-        metrics
-            .registry
-            .register(Box::new(metrics.request_duration.clone()))?;
-        metrics
-            .registry
-            .register(Box::new(metrics.upstream_duration.clone()))?;
-        metrics
-            .registry
-            .register(Box::new(metrics.overhead.clone()))?;
-        metrics
-            .registry
-            .register(Box::new(metrics.upstream_errors.clone()))?;
-        metrics
-            .registry
-            .register(Box::new(metrics.active_requests.clone()))?;
-        metrics
-            .registry
-            .register(Box::new(metrics.active_streams.clone()))?;
-        metrics
-            .registry
-            .register(Box::new(metrics.tokens.clone()))?;
-        metrics
-            .registry
-            .register(Box::new(metrics.rate_limited.clone()))?;
+        let collectors: [Box<dyn prometheus::core::Collector>; 10] = [
+            Box::new(metrics.requests_total.clone()),
+            Box::new(metrics.request_duration.clone()),
+            Box::new(metrics.upstream_duration.clone()),
+            Box::new(metrics.overhead.clone()),
+            Box::new(metrics.upstream_errors.clone()),
+            Box::new(metrics.active_requests.clone()),
+            Box::new(metrics.active_streams.clone()),
+            Box::new(metrics.tokens.clone()),
+            Box::new(metrics.rate_limited.clone()),
+            Box::new(metrics.idempotency.clone()),
+        ];
+        for collector in collectors {
+            metrics.registry.register(collector)?;
+        }
         Ok(metrics)
     }
 
@@ -163,5 +159,40 @@ impl ServeHttp for MetricsApp {
             .header("content-length", body.len())
             .body(body)
             .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_of_the_contract_is_registered() {
+        let m = Metrics::new().unwrap();
+        m.requests_total.with_label_values(&["r", "200"]).inc();
+        m.request_duration.with_label_values(&["r"]).observe(0.1);
+        m.upstream_duration.with_label_values(&["u"]).observe(0.1);
+        m.overhead.observe(0.001);
+        m.upstream_errors.with_label_values(&["u", "connect"]).inc();
+        m.tokens.with_label_values(&["prompt", "other"]).inc();
+        m.rate_limited
+            .with_label_values(&["requests_per_minute"])
+            .inc();
+        m.idempotency.with_label_values(&["stored"]).inc();
+        let text = String::from_utf8(m.render()).unwrap();
+        for name in [
+            "tollgate_requests_total",
+            "tollgate_request_duration_seconds",
+            "tollgate_upstream_duration_seconds",
+            "tollgate_overhead_seconds",
+            "tollgate_tokens_total",
+            "tollgate_rate_limited_total",
+            "tollgate_idempotency_total",
+            "tollgate_upstream_errors_total",
+            "tollgate_active_requests",
+            "tollgate_active_streams",
+        ] {
+            assert!(text.contains(name), "{name} missing");
+        }
     }
 }

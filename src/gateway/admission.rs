@@ -7,7 +7,13 @@ use serde_json::Value;
 
 use crate::app::App;
 use crate::auth::{bearer_token, AuthError};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
 use crate::config::Byok;
+use crate::idempotency::recording::Recording;
+use crate::idempotency::{self, Decision, Record, Verdict};
 use crate::limits::headers::rate_limit_headers;
 use crate::limits::{Limits, Subject};
 use crate::store::KeyRecord;
@@ -25,6 +31,8 @@ pub enum Admission {
     Json(u16, Value),
     /// A CORS preflight.
     Preflight,
+    /// A stored response for the same Idempotency-Key and body.
+    Replay(Arc<Record>),
 }
 
 fn header<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
@@ -126,6 +134,9 @@ pub async fn admit(
     }
 
     admit_to_limits(app, ctx, &key, &path).await?;
+    if let Some(replay) = idempotency_gate(app, session, ctx, &key).await? {
+        return Ok(replay);
+    }
 
     let has_body =
         declared.is_some_and(|l| l > 0) || header(session, "transfer-encoding").is_some();
@@ -189,6 +200,82 @@ async fn admit_to_limits(
     }
 }
 
+/// Idempotency-Key (SPEC §3.5): claims the scope for this request, or — when a live record
+/// holds it — reads this request's body (it will not go upstream) and replays, or refuses with
+/// 409 or 422.
+async fn idempotency_gate(
+    app: &App,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    key: &KeyRecord,
+) -> Result<Option<Admission>, ApiError> {
+    let req = session.req_header();
+    let Some(value) = req.headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    if !idempotency::applies_to(&req.method) {
+        return Ok(None);
+    }
+    if !idempotency::valid_key(value.as_bytes()) {
+        return Err(ApiError::invalid_idempotency_key());
+    }
+    let path_and_query = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let scope = idempotency::scope(
+        &key.id,
+        req.method.as_str(),
+        path_and_query,
+        value.as_bytes(),
+    );
+    let unavailable = |e| {
+        log::error!("{}: idempotency storage: {e}", ctx.request_id);
+        ApiError::service_unavailable("Idempotency storage is unavailable.")
+    };
+    let decision = app
+        .idempotency
+        .begin(&app.store, scope, crate::time::now_unix_ms())
+        .await
+        .map_err(unavailable)?;
+    let existing = match decision {
+        Decision::Proceed(claim) => {
+            ctx.recording = Some(Recording::new(scope, claim));
+            return Ok(None);
+        }
+        Decision::Judge(existing) => existing,
+    };
+    let body_hash = read_body_hash(session, app.config.limits.max_body_bytes).await?;
+    let outcome = app.idempotency.judge(&scope, existing, body_hash).await;
+    let (label, result) = match outcome {
+        Verdict::Replay(record) => ("replayed", Ok(Some(Admission::Replay(record)))),
+        Verdict::InProgress => ("conflict", Err(ApiError::idempotency_in_progress())),
+        Verdict::Mismatch => ("mismatch", Err(ApiError::idempotency_key_reused())),
+    };
+    app.metrics.idempotency.with_label_values(&[label]).inc();
+    result
+}
+
+/// The SHA-256 of the whole request body, read here because the request is answered here.
+async fn read_body_hash(session: &mut Session, max_bytes: u64) -> Result<[u8; 32], ApiError> {
+    let mut hasher = Sha256::new();
+    let mut total = 0u64;
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                total += chunk.len() as u64;
+                if total > max_bytes {
+                    return Err(ApiError::request_too_large(max_bytes));
+                }
+                hasher.update(&chunk);
+            }
+            Ok(None) => return Ok(hasher.finalize().into()),
+            Err(_) => {
+                return Err(ApiError::invalid_request(
+                    "The request body could not be read.",
+                ))
+            }
+        }
+    }
+}
+
 /// Sends what `admit` decided the gateway answers itself; returns the status sent.
 pub async fn answer(
     app: &App,
@@ -207,7 +294,24 @@ pub async fn answer(
                 body: bytes::Bytes::new(),
             }
         }
-        Err(err) => LocalResponse::error(&err)?,
+        Ok(Admission::Replay(record)) => {
+            let mut response = LocalResponse::replay(&record)?;
+            if let Some(ticket) = &ctx.ticket {
+                for (name, value) in rate_limit_headers(&ticket.standings) {
+                    response.header.insert_header(name, value)?;
+                }
+            }
+            response
+        }
+        Err(err) => {
+            // Refused requests do not count against the limits (SPEC §3.6).
+            if err.status < 500 {
+                if let Some(ticket) = ctx.ticket.as_mut() {
+                    ticket.uncount(crate::time::now_unix_ms());
+                }
+            }
+            LocalResponse::error(&err)?
+        }
     };
     ctx.response_bytes = response.body.len() as u64;
     let status = response

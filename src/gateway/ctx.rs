@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use rand::distr::{Alphanumeric, SampleString};
 
+use crate::idempotency::recording::Recording;
 use crate::limits::Ticket;
 use crate::metrics::GaugeGuard;
 use crate::store::KeyRecord;
@@ -54,6 +55,8 @@ pub struct RequestCtx {
     pub local_status: Option<u16>,
     /// The limiter's admission; dropping it ends the request's share of `max_concurrent`.
     pub ticket: Option<Ticket>,
+    /// The Idempotency-Key scope this request claimed, and what it records.
+    pub recording: Option<Recording>,
     pub active: Option<GaugeGuard>,
     pub stream: Option<GaugeGuard>,
 }
@@ -87,6 +90,7 @@ impl RequestCtx {
             refused_on_purpose: false,
             local_status: None,
             ticket: None,
+            recording: None,
             active: None,
             stream: None,
         }

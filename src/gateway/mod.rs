@@ -207,6 +207,17 @@ impl ProxyHttp for Gateway {
                 return Err(refuse(ctx, ApiError::request_too_large(ctx.max_body_bytes)));
             }
         }
+        if let Some(recording) = ctx.recording.as_mut() {
+            if let Some(chunk) = body.as_ref() {
+                recording.hash_request_chunk(chunk);
+            }
+            if end_of_stream {
+                let hash = recording.finish_request();
+                self.app
+                    .idempotency
+                    .body_hashed(&recording.scope, recording.claim, hash);
+            }
+        }
         let Some(held) = ctx.held_body.as_mut() else {
             return Ok(());
         };
@@ -252,6 +263,9 @@ impl ProxyHttp for Gateway {
             }
         }
         metering::start(ctx, resp);
+        if let Some(recording) = ctx.recording.as_mut() {
+            recording.response_head(resp);
+        }
         let is_stream = resp
             .headers
             .get(http::header::CONTENT_TYPE)
@@ -310,6 +324,9 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
         metering::feed(ctx, body, end_of_stream);
+        if let (Some(recording), Some(chunk)) = (ctx.recording.as_mut(), body.as_ref()) {
+            recording.response_chunk(chunk, self.app.idempotency.max_response_bytes());
+        }
         if let Some(chunk) = body {
             ctx.response_bytes += chunk.len() as u64;
         }

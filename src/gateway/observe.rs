@@ -50,6 +50,7 @@ pub fn finish(app: &App, session: &Session, ctx: &mut RequestCtx, error: Option<
     );
 
     debit_usage(app, ctx, status);
+    settle_idempotency(app, ctx, error.is_none());
 
     if !app.access_log.enabled() {
         return;
@@ -103,4 +104,26 @@ fn debit_usage(app: &App, ctx: &mut RequestCtx, status: u16) {
         images: metered.images,
     };
     app.usage.add((now_ms / 1000) as i64, ticket.key_id(), row);
+}
+
+/// The claimant of an Idempotency-Key is done: keep its response for replay if it is complete
+/// and storable, else free the scope so a retry goes upstream again (SPEC §3.5).
+fn settle_idempotency(app: &App, ctx: &mut RequestCtx, no_error: bool) {
+    let Some(recording) = ctx.recording.take() else {
+        return;
+    };
+    let (scope, claim) = (recording.scope, recording.claim);
+    let complete = no_error && ctx.upstream_done.is_some();
+    let expires_at = crate::time::now_unix().saturating_add(app.idempotency.ttl_s() as i64);
+    let label = match recording.into_record(complete, expires_at) {
+        Some(record) => {
+            app.idempotency.complete(scope, claim, record);
+            "stored"
+        }
+        None => {
+            app.idempotency.release(&scope, claim);
+            "skipped"
+        }
+    };
+    app.metrics.idempotency.with_label_values(&[label]).inc();
 }

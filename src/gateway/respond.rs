@@ -194,6 +194,34 @@ impl ApiError {
         err
     }
 
+    pub fn invalid_idempotency_key() -> Self {
+        Self::new(
+            400,
+            "invalid_request_error",
+            "invalid_idempotency_key",
+            "Idempotency-Key must be 1 to 255 visible ASCII characters.",
+        )
+    }
+
+    pub fn idempotency_in_progress() -> Self {
+        Self::new(
+            409,
+            "invalid_request_error",
+            "idempotency_request_in_progress",
+            "A request with this Idempotency-Key is still in progress; retry once it completes.",
+        )
+        .with_header("retry-after", "1")
+    }
+
+    pub fn idempotency_key_reused() -> Self {
+        Self::new(
+            422,
+            "invalid_request_error",
+            "idempotency_key_reused",
+            "This Idempotency-Key was used with a different request body.",
+        )
+    }
+
     pub fn service_unavailable(message: impl Into<String>) -> Self {
         Self::new(503, "server_error", "service_unavailable", message)
     }
@@ -324,7 +352,8 @@ impl LocalResponse {
         Ok(resp)
     }
 
-    /// Writes the response, with `x-request-id` since the gateway made it.
+    /// Writes the response, with `x-request-id` since the gateway made it (a replayed upstream
+    /// response keeps its own).
     pub async fn send(
         mut self,
         session: &mut Session,
@@ -339,7 +368,9 @@ impl LocalResponse {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         policy.decorate(&mut self.header, request_id, origin.as_deref(), tls);
-        self.header.insert_header("x-request-id", request_id)?;
+        if self.header.headers.get("x-request-id").is_none() {
+            self.header.insert_header("x-request-id", request_id)?;
+        }
         let status = self.header.status.as_u16();
         let head_only = session.req_header().method == http::Method::HEAD || self.body.is_empty();
         session
@@ -349,5 +380,22 @@ impl LocalResponse {
             session.write_response_body(Some(self.body), true).await?;
         }
         Ok(status)
+    }
+}
+
+impl LocalResponse {
+    /// A stored response, replayed (SPEC §3.5): its status, headers and body as recorded, the
+    /// length recomputed, and `Idempotent-Replayed: true`.
+    pub fn replay(record: &crate::idempotency::Record) -> Result<Self> {
+        let mut header = ResponseHeader::build(record.status, Some(record.headers.len() + 8))?;
+        for (name, value) in &record.headers {
+            header.append_header(name.clone(), value.as_str())?;
+        }
+        header.insert_header("content-length", record.body.len().to_string())?;
+        header.insert_header("idempotent-replayed", "true")?;
+        Ok(LocalResponse {
+            header,
+            body: record.body.clone(),
+        })
     }
 }

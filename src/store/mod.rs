@@ -49,6 +49,9 @@ pub struct Store {
     /// Usage per key and hour: key = hour start (unix seconds, big-endian) ++ key id, so a
     /// time range is one ordered scan.
     usage: sled::Tree,
+    /// Completed idempotent responses: key = scope hash; value = expiry (unix seconds,
+    /// big-endian, so the sweep reads it without decoding) ++ the encoded record.
+    idempotency: sled::Tree,
 }
 
 fn usage_key(hour: i64, key_id: &str) -> Vec<u8> {
@@ -92,6 +95,7 @@ impl Store {
             key_hashes: db.open_tree("key_hashes")?,
             hosts: db.open_tree("hosts")?,
             usage: db.open_tree("usage")?,
+            idempotency: db.open_tree("idempotency")?,
             db,
         })
     }
@@ -236,6 +240,50 @@ impl Store {
             out.push((u64::from_be_bytes(hour) as i64, key_id, decode(&v)?));
         }
         Ok(out)
+    }
+
+    // ---- idempotency ----
+
+    /// A stored response and its expiry, if there is one.
+    pub fn idempotent_response(&self, scope: &[u8; 32]) -> StoreResult<Option<(i64, Vec<u8>)>> {
+        Ok(self.idempotency.get(scope)?.and_then(|v| {
+            let expires = i64::from_be_bytes(v.get(..8)?.try_into().ok()?);
+            Some((expires, v[8..].to_vec()))
+        }))
+    }
+
+    pub fn put_idempotent_response(
+        &self,
+        scope: &[u8; 32],
+        expires_at: i64,
+        record: &[u8],
+    ) -> StoreResult<()> {
+        let mut value = Vec::with_capacity(8 + record.len());
+        value.extend_from_slice(&expires_at.to_be_bytes());
+        value.extend_from_slice(record);
+        self.idempotency.insert(scope, value)?;
+        Ok(())
+    }
+
+    /// Removes the responses expired at `now`; returns how many.
+    pub fn sweep_idempotent_responses(&self, now: i64) -> StoreResult<usize> {
+        let mut removed = 0;
+        for entry in self.idempotency.iter() {
+            let (k, v) = entry?;
+            let expired = v
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .is_none_or(|b: [u8; 8]| i64::from_be_bytes(b) <= now);
+            if expired {
+                self.idempotency.remove(k)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    pub fn idempotent_responses(&self) -> usize {
+        self.idempotency.len()
     }
 
     // ---- hosts ----
