@@ -239,47 +239,10 @@ async fn security_headers_false_sends_none_of_them() {
     }
 }
 
-/// A self-signed certificate for 127.0.0.1 and localhost, made with the `openssl` command;
-/// `None` when it is not installed.
-fn self_signed_cert(dir: &std::path::Path) -> Option<(String, String)> {
-    let cert = dir.join("cert.pem");
-    let key = dir.join("key.pem");
-    let made = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args(["-nodes", "-days", "2", "-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output();
-    match made {
-        Err(e) => {
-            eprintln!("cannot run openssl ({e})");
-            None
-        }
-        Ok(out) => {
-            assert!(
-                out.status.success(),
-                "openssl failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            Some((cert.display().to_string(), key.display().to_string()))
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hsts_only_on_tls_listeners() {
     let (_mock, mut gw, key) = setup("").await;
-    let Some((cert, tls_key)) = self_signed_cert(&gw.dir) else {
+    let Some((cert, tls_key)) = common::self_signed_cert(&gw.dir) else {
         eprintln!(
             "SKIPPED hsts_only_on_tls_listeners: the `openssl` command is not installed, so no \
              certificate for a TLS listener could be made"

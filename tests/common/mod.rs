@@ -205,6 +205,22 @@ impl TestGateway {
         false
     }
 
+    /// Restarts the gateway with one more listener, on TLS with `cert`/`key`; returns its port.
+    pub async fn add_tls_listener(&mut self, cert: &str, key: &str) -> u16 {
+        self.stop();
+        let tls_port = free_port();
+        let yaml = std::fs::read_to_string(&self.config_path).unwrap();
+        let plain = format!("listen:\n  - addr: 127.0.0.1:{}\n", self.port);
+        assert!(yaml.contains(&plain), "unexpected harness config:\n{yaml}");
+        let yaml = yaml.replace(
+            &plain,
+            &format!("{plain}  - addr: 127.0.0.1:{tls_port}\n    tls: {{ cert: '{cert}', key: '{key}' }}\n"),
+        );
+        std::fs::write(&self.config_path, yaml).unwrap();
+        self.spawn().await;
+        tls_port
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
     }
@@ -403,4 +419,117 @@ pub fn chat_body(model: &str) -> Value {
 
 pub fn path_exists(p: &Path) -> bool {
     p.exists()
+}
+
+/// A self-signed certificate for 127.0.0.1 and localhost, made with the `openssl` command;
+/// `None` when it is not installed.
+pub fn self_signed_cert(dir: &std::path::Path) -> Option<(String, String)> {
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output();
+    match made {
+        Err(e) => {
+            eprintln!("cannot run openssl ({e})");
+            None
+        }
+        Ok(out) => {
+            assert!(
+                out.status.success(),
+                "openssl failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Some((cert.display().to_string(), key.display().to_string()))
+        }
+    }
+}
+
+/// A test CA and a certificate it signed for localhost and 127.0.0.1, made with the `openssl`
+/// command: `(ca.pem, cert.pem, key.pem)`. (rustls refuses a self-signed CA certificate used
+/// as the server's own, so a trusted upstream needs the real shape: a CA and a leaf.)
+pub fn ca_signed_cert(dir: &Path) -> (String, String, String) {
+    let path = |name: &str| dir.join(name).display().to_string();
+    let ext = dir.join("leaf.ext");
+    std::fs::write(
+        &ext,
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    let steps: [Vec<String>; 3] = [
+        [
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(["-days", "2", "-subj", "/CN=tollgate-test-ca"].map(String::from))
+        .chain([
+            "-keyout".into(),
+            path("ca.key"),
+            "-out".into(),
+            path("ca.pem"),
+        ])
+        .collect(),
+        [
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(["-subj", "/CN=localhost"].map(String::from))
+        .chain([
+            "-keyout".into(),
+            path("key.pem"),
+            "-out".into(),
+            path("leaf.csr"),
+        ])
+        .collect(),
+        ["x509", "-req", "-days", "2", "-CAcreateserial"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain(["-in".into(), path("leaf.csr"), "-CA".into(), path("ca.pem")])
+            .chain([
+                "-CAkey".into(),
+                path("ca.key"),
+                "-out".into(),
+                path("cert.pem"),
+            ])
+            .chain(["-extfile".into(), ext.display().to_string()])
+            .collect(),
+    ];
+    for args in steps {
+        let out = std::process::Command::new("openssl")
+            .args(&args)
+            .output()
+            .expect("the `openssl` command is needed for TLS tests (make deps installs it)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    (path("ca.pem"), path("cert.pem"), path("key.pem"))
 }
