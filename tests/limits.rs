@@ -1101,3 +1101,72 @@ async fn python_sdk_does_not_retry_a_budget_429() {
     );
     assert_eq!(mock.request_count(), 1);
 }
+
+/// `tollgate admin … ARGS` against `gw`; returns (exit code, stdout, stderr).
+async fn admin_cli(gw: &TestGateway, args: &[&str]) -> (i32, String, String) {
+    let url = gw.admin_url("");
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(["admin", "--url", &url, "--token", ADMIN_TOKEN])
+            .args(&args)
+            .env_remove("TOLLGATE_ADMIN_URL")
+            .env_remove("TOLLGATE_ADMIN_TOKEN")
+            .output()
+            .expect("run tollgate admin")
+    })
+    .await
+    .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_sets_user_and_key_limits_that_apply_at_once() {
+    let (_mock, gw) = start_with_mock("").await;
+    let key = gw.create_user("carol").await;
+    let (key_id, _) = {
+        let (status, body) = gw.admin("GET", "/admin/keys?user=carol", None).await;
+        assert_eq!(status, 200, "{body}");
+        (body["data"][0]["id"].as_str().unwrap().to_string(), ())
+    };
+    let send = || async {
+        gw.chat_request(&key)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(send().await, 200);
+
+    // The user's limit counts the request already made in its window.
+    let (code, out, err) = admin_cli(&gw, &["users", "limits", "carol", "--rpm", "1"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(send().await, 429);
+    let (code, out, err) = admin_cli(&gw, &["users", "limits", "carol", "--clear"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(send().await, 200);
+
+    // A key's own limit, then cleared.
+    let (code, out, err) =
+        admin_cli(&gw, &["--json", "keys", "limits", &key_id, "--rpd", "2"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let shown: Value = serde_json::from_str(&out).expect("--json prints the key record");
+    assert_eq!(shown["limits"], json!({"requests_per_day": 2}));
+    let refused = send().await;
+    assert_eq!(refused, 429, "two requests already made today");
+    let (code, _, _) = admin_cli(&gw, &["keys", "limits", &key_id, "--clear"]).await;
+    assert_eq!(code, 0);
+    assert_eq!(send().await, 200);
+
+    // Nothing to set is a usage error; so is --clear with a limit.
+    let (code, _, err) = admin_cli(&gw, &["users", "limits", "carol"]).await;
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) =
+        admin_cli(&gw, &["users", "limits", "carol", "--clear", "--rpm", "1"]).await;
+    assert_eq!(code, 2, "{err}");
+}

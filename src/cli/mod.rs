@@ -176,6 +176,15 @@ pub enum UsersVerb {
     /// Delete a user; all its keys stop working at once.
     #[command(visible_alias = "remove")]
     Rm { name: String },
+    /// Set a user's limits (across all its keys) to exactly the ones given.
+    Limits {
+        name: String,
+        #[command(flatten)]
+        limits: LimitArgs,
+        /// Remove all of the user's own limits.
+        #[arg(long, conflicts_with_all = ["rpm", "rph", "rpd", "tpm", "tpd", "images_per_day", "max_concurrent"])]
+        clear: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -203,6 +212,15 @@ pub enum KeysVerb {
     Disable { id: String },
     /// Enable a disabled key.
     Enable { id: String },
+    /// Set a key's own limits to exactly the ones given (the config defaults fill the rest).
+    Limits {
+        id: String,
+        #[command(flatten)]
+        limits: LimitArgs,
+        /// Remove all of the key's own limits.
+        #[arg(long, conflicts_with_all = ["rpm", "rph", "rpd", "tpm", "tpd", "images_per_day", "max_concurrent"])]
+        clear: bool,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -9,8 +9,8 @@ use serde_json::{json, Map, Value};
 use super::render::{pretty_json, render, Render};
 use super::{encode_segment, query_string, AdminClient, Method};
 use crate::cli::{
-    AdminResource, Expiry, HostsVerb, ImagesVerb, KeysVerb, UsersVerb, EXIT_ERROR, EXIT_OK,
-    EXIT_USAGE,
+    AdminResource, Expiry, HostsVerb, ImagesVerb, KeysVerb, LimitArgs, UsersVerb, EXIT_ERROR,
+    EXIT_OK, EXIT_USAGE,
 };
 
 pub(super) fn now_unix() -> i64 {
@@ -33,6 +33,15 @@ fn segment(what: &str, value: &str) -> Result<String, String> {
         Err(format!("empty {what}"))
     } else {
         Ok(encode_segment(value))
+    }
+}
+
+/// The `limits` of a `limits` command: the flags given, or null with `--clear`.
+fn limits_body(limits: &LimitArgs, clear: bool) -> Result<Value, String> {
+    match (limits.to_json(), clear) {
+        (_, true) => Ok(Value::Null),
+        (Some(set), false) => Ok(set),
+        (None, false) => Err("give at least one limit (--rpm, --tpd, …) or --clear".into()),
     }
 }
 
@@ -78,6 +87,16 @@ fn build_call(resource: &AdminResource, now: i64) -> Result<Call, String> {
                 format!("/admin/users/{}", segment("user name", name)?),
                 None,
                 Render::UserRemoved(name.clone()),
+            ),
+            UsersVerb::Limits {
+                name,
+                limits,
+                clear,
+            } => call(
+                Method::Patch,
+                format!("/admin/users/{}", segment("user name", name)?),
+                Some(json!({ "limits": limits_body(limits, *clear)? })),
+                Render::UserShow,
             ),
         },
         AdminResource::Keys { verb } => match verb {
@@ -143,6 +162,12 @@ fn build_call(resource: &AdminResource, now: i64) -> Result<Call, String> {
                     Render::KeyRotated(id.clone(), grace),
                 )
             }
+            KeysVerb::Limits { id, limits, clear } => call(
+                Method::Patch,
+                format!("/admin/keys/{}", segment("key id", id)?),
+                Some(json!({ "limits": limits_body(limits, *clear)? })),
+                Render::KeyShow,
+            ),
             KeysVerb::Disable { id } | KeysVerb::Enable { id } => {
                 let disabled = matches!(verb, KeysVerb::Disable { .. });
                 call(
