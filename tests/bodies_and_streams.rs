@@ -19,32 +19,10 @@ const WAIT: Duration = Duration::from_secs(10);
 /// Replaces the values that legitimately differ between two otherwise identical mock answers
 /// (timestamps and per-request ids) with `N`, leaving every other byte as it was.
 fn normalize(text: &str) -> String {
-    const VOLATILE: &[&str] = &[
-        "\"created\":",
-        "\"created_at\":",
-        "chatcmpl-mock",
-        "cmpl-mock",
-        "resp_mock",
-        "msg_mock",
-        "req_mock_",
-    ];
-    let mut out = text.to_string();
-    for prefix in VOLATILE {
-        let mut result = String::with_capacity(out.len());
-        let mut rest = out.as_str();
-        while let Some(at) = rest.find(prefix) {
-            let after = at + prefix.len();
-            result.push_str(&rest[..after]);
-            let digits = rest[after..].bytes().take_while(u8::is_ascii_digit).count();
-            if digits > 0 {
-                result.push('N');
-            }
-            rest = &rest[after + digits..];
-        }
-        result.push_str(rest);
-        out = result;
-    }
-    out
+    common::mask_digits_after(
+        &common::mask_digits_after(text, common::MOCK_VOLATILE),
+        &["req_mock_"],
+    )
 }
 
 fn client() -> reqwest::Client {

@@ -17,7 +17,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -28,8 +27,8 @@ use serde_json::{json, Value};
 use common::assert::{assert_error, header_str};
 use common::mock::{self, MockUpstream, Mode};
 use common::{
-    eventually, free_port, fresh_client, start_with_mock, temp_dir, wait_until, GatewayConfig,
-    TestGateway,
+    eventually, free_port, fresh_client, new_user, start_with_mock, temp_dir, wait_until,
+    GatewayConfig, TestGateway,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -137,6 +136,35 @@ async fn send(
     .await
 }
 
+/// A builder for `POST /v1/chat/completions` with `headers` and the streaming body.
+fn stream_request(
+    gw: &TestGateway,
+    key: &str,
+    headers: &[(&str, &str)],
+) -> reqwest::RequestBuilder {
+    request(
+        gw,
+        "POST",
+        "/v1/chat/completions",
+        key,
+        headers,
+        CHAT_STREAM,
+    )
+}
+
+/// Sends `POST /v1/chat/completions` with `headers` and the streaming body; reads the reply.
+async fn stream_chat(gw: &TestGateway, key: &str, headers: &[(&str, &str)]) -> Reply {
+    send(
+        gw,
+        "POST",
+        "/v1/chat/completions",
+        key,
+        headers,
+        CHAT_STREAM,
+    )
+    .await
+}
+
 /// `POST /v1/chat/completions` with `Idempotency-Key: idem`, more headers and `body`.
 async fn chat(
     gw: &TestGateway,
@@ -148,17 +176,6 @@ async fn chat(
     let mut all = vec![("idempotency-key", idem)];
     all.extend_from_slice(headers);
     send(gw, "POST", "/v1/chat/completions", key, &all, body).await
-}
-
-/// Creates user `name`; returns its first key as (id, secret).
-async fn new_user(gw: &TestGateway, name: &str) -> (String, String) {
-    let body = gw
-        .admin_expect(201, "POST", "/admin/users", Some(json!({"name": name})))
-        .await;
-    let id = body["key"]["id"].as_str().unwrap_or_default().to_string();
-    let secret = body["key"]["key"].as_str().unwrap_or_default().to_string();
-    assert!(!id.is_empty() && !secret.is_empty(), "{body}");
-    (id, secret)
 }
 
 /// A mock and a gateway in front of it with `extra` config, and a user with a key (secret).
@@ -202,23 +219,7 @@ async fn settled(gw: &TestGateway, claims: u64) {
 
 /// Sends SIGTERM and waits until the process has exited (a zombie until `stop` reaps it).
 async fn terminate_gracefully(gw: &mut TestGateway) {
-    let pid = gw.pid();
-    let status = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -TERM {pid}");
-    let exited = wait_until(WAIT, || {
-        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Err(_) => true,
-            Ok(stat) => stat
-                .rsplit_once(") ")
-                .is_some_and(|(_, rest)| rest.starts_with('Z')),
-        }
-    })
-    .await;
-    assert!(exited, "the gateway did not exit after SIGTERM");
-    gw.stop();
+    common::terminate_gracefully(gw, WAIT).await;
 }
 
 /// Idempotency records in the sled store at `data` (the gateway must not hold it).
@@ -400,17 +401,7 @@ async fn sse_is_live_first_and_replayed_whole() {
         ("x-mock-delay-ms", "100"),
     ];
 
-    let resp = request(
-        &gw,
-        "POST",
-        "/v1/chat/completions",
-        &key,
-        &headers,
-        CHAT_STREAM,
-    )
-    .send()
-    .await
-    .unwrap();
+    let resp = stream_request(&gw, &key, &headers).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert!(header_str(resp.headers(), "idempotent-replayed").is_none());
     assert!(header_str(resp.headers(), "content-type")
@@ -430,15 +421,7 @@ async fn sse_is_live_first_and_replayed_whole() {
         String::from_utf8_lossy(&first_chunk)
     );
     // The stream is live: the request is still in flight while its first event is here.
-    let during = send(
-        &gw,
-        "POST",
-        "/v1/chat/completions",
-        &key,
-        &headers,
-        CHAT_STREAM,
-    )
-    .await;
+    let during = stream_chat(&gw, &key, &headers).await;
     assert_eq!(during.status, 409, "{}", during.text());
     assert_error(
         &during.json(),
@@ -454,15 +437,7 @@ async fn sse_is_live_first_and_replayed_whole() {
     assert_eq!(mock.request_count(), 1);
     settled(&gw, 1).await;
 
-    let replay = send(
-        &gw,
-        "POST",
-        "/v1/chat/completions",
-        &key,
-        &headers,
-        CHAT_STREAM,
-    )
-    .await;
+    let replay = stream_chat(&gw, &key, &headers).await;
     assert_eq!(replay.status, 200);
     assert!(replay.replayed());
     assert!(
@@ -851,17 +826,7 @@ async fn unstorable_responses_release_the_key() {
         events_before_drop: 2,
     });
     let headers = [("idempotency-key", "cut-short")];
-    let resp = request(
-        &gw,
-        "POST",
-        "/v1/chat/completions",
-        &key,
-        &headers,
-        CHAT_STREAM,
-    )
-    .send()
-    .await
-    .unwrap();
+    let resp = stream_request(&gw, &key, &headers).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert!(
         resp.bytes().await.is_err(),
@@ -871,15 +836,7 @@ async fn unstorable_responses_release_the_key() {
     settled(&gw, claims).await;
     mock.set_mode(Mode::Normal);
     let before = mock.request_count();
-    let retry = send(
-        &gw,
-        "POST",
-        "/v1/chat/completions",
-        &key,
-        &headers,
-        CHAT_STREAM,
-    )
-    .await;
+    let retry = stream_chat(&gw, &key, &headers).await;
     assert_eq!(retry.status, 200, "{}", retry.text());
     assert!(!retry.replayed(), "a stream cut short was stored");
     assert_eq!(
@@ -892,15 +849,7 @@ async fn unstorable_responses_release_the_key() {
     claims += 1;
     settled(&gw, claims).await;
     // The complete retry is stored in turn.
-    let again = send(
-        &gw,
-        "POST",
-        "/v1/chat/completions",
-        &key,
-        &headers,
-        CHAT_STREAM,
-    )
-    .await;
+    let again = stream_chat(&gw, &key, &headers).await;
     assert!(again.replayed());
     assert_eq!(again.body, retry.body);
     assert_eq!(mock.request_count(), before + 1);
@@ -1379,25 +1328,9 @@ async fn python_sdk_with_extra_headers() {
     use std::io::{BufRead, BufReader, Write};
     use std::process::Stdio;
 
-    let probe = Command::new("python3")
-        .args(["-c", "import openai"])
-        .output()
-        .map_err(|e| e.to_string());
-    if !probe.as_ref().is_ok_and(|o| o.status.success()) {
-        panic!(
-            "this test needs python3 with the `openai` package: run `make deps` (or `python3 -m \
-             pip install openai`): {probe:?}"
-        );
-    }
+    common::python::require_openai();
     let (mock, gw, key) = setup("").await;
-    let mut child = Command::new("python3")
-        .args(["-c", SDK_SCRIPT])
-        .env("GW_URL", gw.url(""))
-        .env("GW_KEY", &key)
-        .env("NO_PROXY", "127.0.0.1,localhost")
-        .env("no_proxy", "127.0.0.1,localhost")
-        .env_remove("OPENAI_BASE_URL")
-        .env_remove("OPENAI_API_KEY")
+    let mut child = common::python::sdk_command(SDK_SCRIPT, &gw.url(""), &key)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

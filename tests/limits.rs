@@ -14,8 +14,9 @@ use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
 
 use common::assert::{assert_error, header_str};
+use common::mock::MockUpstream;
 use common::{
-    chat_body, eventually, fresh_client, start_with_mock, wait_until, TestGateway, ADMIN_TOKEN,
+    chat_body, eventually, fresh_client, start_with_mock, GatewayConfig, TestGateway, ADMIN_TOKEN,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -203,23 +204,16 @@ async fn account(gw: &TestGateway, key: &str) -> Value {
 
 /// Sends SIGTERM and waits until the process has exited (a zombie until it is reaped).
 async fn terminate_gracefully(gw: &mut TestGateway) {
-    let pid = gw.pid();
-    let status = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -TERM {pid}");
-    let exited = wait_until(WAIT, || {
-        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Err(_) => true,
-            Ok(stat) => stat
-                .rsplit_once(") ")
-                .is_some_and(|(_, rest)| rest.starts_with('Z')),
-        }
-    })
-    .await;
-    assert!(exited, "the gateway did not exit after SIGTERM");
-    gw.stop();
+    common::terminate_gracefully(gw, WAIT).await;
+}
+
+/// A mock, a gateway in front of it and user `user` with one key limited by `limits`; returns
+/// (mock, gateway, key id, key).
+async fn limited_key(user: &str, limits: Value) -> (MockUpstream, TestGateway, String, String) {
+    let (mock, gw) = start_with_mock("").await;
+    gw.create_user(user).await;
+    let (id, key) = gw.create_key(user, json!({ "limits": limits })).await;
+    (mock, gw, id, key)
 }
 
 /// SPEC §3.6 exactness: a key limited to N requests a minute admits exactly N out of 2N sent
@@ -227,11 +221,7 @@ async fn terminate_gracefully(gw: &mut TestGateway) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_2n_concurrent_requests_admits_exactly_n() {
     const N: usize = 20;
-    let (mock, gw) = start_with_mock("").await;
-    gw.create_user("burst").await;
-    let (_, key) = gw
-        .create_key("burst", json!({"limits": {"requests_per_minute": N}}))
-        .await;
+    let (mock, gw, _, key) = limited_key("burst", json!({"requests_per_minute": N})).await;
 
     // A connection per request: nothing waits for another request's connection.
     let client = fresh_client();
@@ -258,11 +248,7 @@ async fn a_burst_of_2n_concurrent_requests_admits_exactly_n() {
 /// once they are done, the key is served again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_concurrent_caps_requests_in_flight() {
-    let (mock, gw) = start_with_mock("").await;
-    gw.create_user("conc").await;
-    let (_, key) = gw
-        .create_key("conc", json!({"limits": {"max_concurrent": 3}}))
-        .await;
+    let (mock, gw, _, key) = limited_key("conc", json!({"max_concurrent": 3})).await;
 
     let client = fresh_client();
     let slow = futures_util::future::join_all((0..3).map(|_| {
@@ -331,7 +317,14 @@ async fn ten_thousand_keys_under_their_limits_are_never_refused() {
     use tollgate::store::{KeyRecord, Store, UserRecord};
 
     const KEYS: usize = 10_000;
-    let (mock, mut gw) = start_with_mock("").await;
+    let mock = MockUpstream::start().await;
+    // This test is about the limiter, not the upstream: 200 requests at a time through a
+    // debug build on 2 cores can take longer than the harness's short upstream timeouts.
+    let upstreams = format!(
+        "upstreams:\n  openai:\n    backends: [\"{}\"]\n    keys: [sk-upstream-test]\n    connect_timeout_ms: 30000\n    read_timeout_ms: 60000\n",
+        mock.url()
+    );
+    let mut gw = TestGateway::start(GatewayConfig::new(&mock.url()).upstreams(&upstreams)).await;
 
     // Writing 10,000 keys through the admin API would flush each one: write them directly.
     gw.stop();
@@ -847,33 +840,8 @@ async fn usage_is_reported_per_key_user_and_period() {
     }
 
     // The CLI shows the same as a table.
-    let url = gw.admin_url("");
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_tollgate"))
-            .args([
-                "admin",
-                "--url",
-                &url,
-                "--token",
-                ADMIN_TOKEN,
-                "usage",
-                "--by",
-                "day",
-            ])
-            .env_remove("TOLLGATE_ADMIN_URL")
-            .env_remove("TOLLGATE_ADMIN_TOKEN")
-            .output()
-            .expect("run tollgate admin")
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "tollgate admin usage: {}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, stdout, stderr) = admin_cli(&gw, &["usage", "--by", "day"]).await;
+    assert_eq!(code, 0, "tollgate admin usage: {code}\n{stdout}\n{stderr}");
     for (key_id, requests) in [(&alice1_id, "3"), (&alice2_id, "1"), (&bob_id, "2")] {
         let line = stdout
             .lines()
@@ -892,11 +860,7 @@ async fn usage_is_reported_per_key_user_and_period() {
 /// SPEC §6: `tollgate_rate_limited_total{limit}` counts refusals by the limit that refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_refusals_are_counted_in_metrics() {
-    let (_mock, gw) = start_with_mock("").await;
-    gw.create_user("metered").await;
-    let (_, minute) = gw
-        .create_key("metered", json!({"limits": {"requests_per_minute": 1}}))
-        .await;
+    let (_mock, gw, _, minute) = limited_key("metered", json!({"requests_per_minute": 1})).await;
     let (_, day) = gw
         .create_key("metered", json!({"limits": {"requests_per_day": 1}}))
         .await;
@@ -936,15 +900,8 @@ fn python_with_openai() {
 }
 
 fn python(script: &str, gw: &TestGateway, key: &str) -> Command {
-    let mut cmd = Command::new("python3");
-    cmd.args(["-c", script])
-        .env("GW_URL", gw.url(""))
-        .env("GW_KEY", key)
-        .env("NO_PROXY", "127.0.0.1,localhost")
-        .env("no_proxy", "127.0.0.1,localhost")
-        .env_remove("OPENAI_BASE_URL")
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("OPENAI_MAX_RETRIES");
+    let mut cmd = common::python::sdk_command(script, &gw.url(""), key);
+    cmd.env_remove("OPENAI_MAX_RETRIES");
     cmd
 }
 
@@ -971,11 +928,7 @@ print(f"OK retries_taken={raw.retries_taken}", flush=True)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_sdk_backs_off_and_retries_a_window_429() {
     python_with_openai();
-    let (mock, gw) = start_with_mock("").await;
-    gw.create_user("sdk").await;
-    let (_, key) = gw
-        .create_key("sdk", json!({"limits": {"max_concurrent": 1}}))
-        .await;
+    let (mock, gw, _, key) = limited_key("sdk", json!({"max_concurrent": 1})).await;
 
     // Python starts (and imports the SDK) first, so the slow request is surely still in
     // flight when the SDK's first attempt arrives.
@@ -1075,11 +1028,7 @@ except openai.RateLimitError as e:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_sdk_does_not_retry_a_budget_429() {
     python_with_openai();
-    let (mock, gw) = start_with_mock("").await;
-    gw.create_user("sdkday").await;
-    let (_, key) = gw
-        .create_key("sdkday", json!({"limits": {"requests_per_day": 1}}))
-        .await;
+    let (mock, gw, _, key) = limited_key("sdkday", json!({"requests_per_day": 1})).await;
     assert_eq!(chat(&gw, &key).await.status, 200);
     assert_eq!(rate_limited(&gw, "requests_per_day").await, 0.0);
 

@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -14,7 +13,7 @@ use serde_json::{json, Value};
 
 use common::assert::{assert_error, header_str};
 use common::mock::{MockUpstream, Mode};
-use common::{eventually, fresh_client, start_with_mock, TestGateway};
+use common::{eventually, fresh_client, new_user, start_with_mock, TestGateway};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -29,17 +28,6 @@ struct Debited {
     completion_tokens: u64,
     images: u64,
     errors: u64,
-}
-
-/// Creates user `name`; returns its first key as (id, secret).
-async fn new_user(gw: &TestGateway, name: &str) -> (String, String) {
-    let body = gw
-        .admin_expect(201, "POST", "/admin/users", Some(json!({"name": name})))
-        .await;
-    let id = body["key"]["id"].as_str().unwrap_or_default().to_string();
-    let secret = body["key"]["key"].as_str().unwrap_or_default().to_string();
-    assert!(!id.is_empty() && !secret.is_empty(), "{body}");
-    (id, secret)
 }
 
 /// A mock, a gateway in front of it with `extra` config, and a user `meter` with a key.
@@ -133,6 +121,13 @@ fn parse(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
+/// Sends `body` to `path`, asserts a 200 and returns the `usage` of the JSON reply.
+async fn reported_usage(gw: &TestGateway, key: &str, path: &str, body: &str) -> Value {
+    let (status, _, text) = read(send(gw, key, path, &[], body).await).await;
+    assert_eq!(status, 200, "{text}");
+    parse(&text)["usage"].clone()
+}
+
 /// The JSON of every `data:` line of an SSE transcript (`[DONE]` left out).
 fn sse_data(transcript: &str) -> Vec<Value> {
     transcript
@@ -172,31 +167,7 @@ fn streamed_content_bytes(transcript: &str) -> u64 {
 /// Replaces the values that differ between two otherwise identical mock answers (timestamps
 /// and per-request ids) with `N`.
 fn normalize(text: &str) -> String {
-    const VOLATILE: &[&str] = &[
-        "\"created\":",
-        "\"created_at\":",
-        "chatcmpl-mock",
-        "cmpl-mock",
-        "resp_mock",
-        "msg_mock",
-    ];
-    let mut out = text.to_string();
-    for prefix in VOLATILE {
-        let mut result = String::with_capacity(out.len());
-        let mut rest = out.as_str();
-        while let Some(at) = rest.find(prefix) {
-            let after = at + prefix.len();
-            result.push_str(&rest[..after]);
-            let digits = rest[after..].bytes().take_while(u8::is_ascii_digit).count();
-            if digits > 0 {
-                result.push('N');
-            }
-            rest = &rest[after + digits..];
-        }
-        result.push_str(rest);
-        out = result;
-    }
-    out
+    common::mask_digits_after(text, common::MOCK_VOLATILE)
 }
 
 /// `body` (a JSON object) with `stream_options.include_usage` set to true.
@@ -398,12 +369,10 @@ async fn completions_json_and_stream_are_metered() {
     let (json_id, json_key) = new_user(&gw, "completions-json").await;
     let body = json!({"model": "gpt-3.5-turbo-instruct", "prompt": "Once upon a time, far away"})
         .to_string();
-    let (status, _, text) = read(send(&gw, &json_key, "/v1/completions", &[], &body).await).await;
-    assert_eq!(status, 200, "{text}");
-    let reply = parse(&text);
+    let reported = reported_usage(&gw, &json_key, "/v1/completions", &body).await;
     let expected = (
-        reply["usage"]["prompt_tokens"].as_u64().unwrap(),
-        reply["usage"]["completion_tokens"].as_u64().unwrap(),
+        reported["prompt_tokens"].as_u64().unwrap(),
+        reported["completion_tokens"].as_u64().unwrap(),
     );
     let usage = settled(&gw, &json_id, 1).await;
     assert_eq!((usage.prompt_tokens, usage.completion_tokens), expected);
@@ -440,10 +409,8 @@ async fn embeddings_are_metered_as_prompt_only() {
         "input": ["the first sentence to embed", "and a second one"]
     })
     .to_string();
-    let (status, _, text) = read(send(&gw, &key, "/v1/embeddings", &[], &body).await).await;
-    assert_eq!(status, 200, "{text}");
-    let reply = parse(&text);
-    let prompt = reply["usage"]["prompt_tokens"].as_u64().unwrap();
+    let reported = reported_usage(&gw, &key, "/v1/embeddings", &body).await;
+    let prompt = reported["prompt_tokens"].as_u64().unwrap();
     assert!(prompt > 0);
     assert_eq!(mock.last_request().unwrap().body, body.as_bytes());
     let usage = settled(&gw, &id, 1).await;
@@ -457,12 +424,10 @@ async fn responses_api_json_and_stream_are_metered_from_their_usage() {
     // JSON: `usage.input_tokens` / `usage.output_tokens`.
     let (json_id, json_key) = new_user(&gw, "responses-json").await;
     let body = json!({"model": "gpt-4o-mini", "input": "Say hello in three languages"}).to_string();
-    let (status, _, text) = read(send(&gw, &json_key, "/v1/responses", &[], &body).await).await;
-    assert_eq!(status, 200, "{text}");
-    let reply = parse(&text);
+    let reported = reported_usage(&gw, &json_key, "/v1/responses", &body).await;
     let expected = (
-        reply["usage"]["input_tokens"].as_u64().unwrap(),
-        reply["usage"]["output_tokens"].as_u64().unwrap(),
+        reported["input_tokens"].as_u64().unwrap(),
+        reported["output_tokens"].as_u64().unwrap(),
     );
     let usage = settled(&gw, &json_id, 1).await;
     assert_eq!((usage.prompt_tokens, usage.completion_tokens), expected);
@@ -756,46 +721,36 @@ async fn tokens_per_day_refuses_with_insufficient_quota() {
 // ---------------------------------------------------------------------------------------------
 // 11. tollgate_tokens_total
 
+/// Asserts that the prompt and completion series of `tollgate_tokens_total` for `model` are
+/// those of `usage`.
+fn assert_tokens_metric(metrics: &str, model: &str, usage: &Value) {
+    for kind in ["prompt", "completion"] {
+        assert_eq!(
+            tokens_metric(metrics, kind, model),
+            usage[format!("{kind}_tokens")].as_u64().unwrap(),
+            "{metrics}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_metric_is_labelled_by_configured_model_or_other() {
     let (_mock, gw, id, key) = setup("models:\n  - id: gpt-4o-mini\n").await;
 
     let body = chat_json_body("Count my tokens");
-    let (status, _, text) = read(send(&gw, &key, "/v1/chat/completions", &[], &body).await).await;
-    assert_eq!(status, 200, "{text}");
-    let known = parse(&text)["usage"].clone();
+    let known = reported_usage(&gw, &key, "/v1/chat/completions", &body).await;
     settled(&gw, &id, 1).await;
     let metrics = gw.metrics().await;
-    assert_eq!(
-        tokens_metric(&metrics, "prompt", "gpt-4o-mini"),
-        known["prompt_tokens"].as_u64().unwrap(),
-        "{metrics}"
-    );
-    assert_eq!(
-        tokens_metric(&metrics, "completion", "gpt-4o-mini"),
-        known["completion_tokens"].as_u64().unwrap(),
-        "{metrics}"
-    );
+    assert_tokens_metric(&metrics, "gpt-4o-mini", &known);
     assert_eq!(tokens_metric(&metrics, "prompt", "other"), 0, "{metrics}");
 
     // A model not in `models` is counted as `other` (and the known series stays as it was).
     let body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "Another model, longer prompt"}]})
         .to_string();
-    let (status, _, text) = read(send(&gw, &key, "/v1/chat/completions", &[], &body).await).await;
-    assert_eq!(status, 200, "{text}");
-    let other = parse(&text)["usage"].clone();
+    let other = reported_usage(&gw, &key, "/v1/chat/completions", &body).await;
     settled(&gw, &id, 2).await;
     let metrics = gw.metrics().await;
-    assert_eq!(
-        tokens_metric(&metrics, "prompt", "other"),
-        other["prompt_tokens"].as_u64().unwrap(),
-        "{metrics}"
-    );
-    assert_eq!(
-        tokens_metric(&metrics, "completion", "other"),
-        other["completion_tokens"].as_u64().unwrap(),
-        "{metrics}"
-    );
+    assert_tokens_metric(&metrics, "other", &other);
     assert_eq!(
         tokens_metric(&metrics, "prompt", "gpt-4o-mini"),
         known["prompt_tokens"].as_u64().unwrap(),
@@ -838,46 +793,9 @@ print(f"OK {count} chunks")
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_sdk_stream_never_sees_the_usage_only_chunk() {
-    let check = Command::new("python3")
-        .args(["-c", "import openai"])
-        .output()
-        .map_err(|e| e.to_string())
-        .and_then(|o| {
-            if o.status.success() {
-                Ok(())
-            } else {
-                Err(String::from_utf8_lossy(&o.stderr).into_owned())
-            }
-        });
-    if let Err(why) = check {
-        panic!(
-            "this test needs python3 with the `openai` package: run `make deps` \
-             (or `python3 -m pip install openai`).\n{why}"
-        );
-    }
+    common::python::require_openai();
     let (mock, gw, id, key) = setup("").await;
-    let url = gw.url("");
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .args(["-c", SDK_STREAM])
-            .env("GW_URL", url)
-            .env("GW_KEY", key)
-            .env("NO_PROXY", "127.0.0.1,localhost")
-            .env("no_proxy", "127.0.0.1,localhost")
-            .env_remove("OPENAI_BASE_URL")
-            .env_remove("OPENAI_API_KEY")
-            .output()
-            .expect("run python3")
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "the SDK script failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        out.status
-    );
+    let stdout = common::python::run_sdk_script(SDK_STREAM, gw.url(""), key).await;
     // role, three pieces, finish: the usage-only chunk is gone.
     assert!(stdout.contains("OK 5 chunks"), "{stdout}");
 

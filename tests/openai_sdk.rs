@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::mock::MockUpstream;
 use common::{GatewayConfig, TestGateway};
 
@@ -55,52 +53,14 @@ except openai.AuthenticationError as e:
 print("OK auth")
 "#;
 
-fn python_with_openai() -> Result<(), String> {
-    let out = Command::new("python3")
-        .args(["-c", "import openai"])
-        .output()
-        .map_err(|e| format!("cannot run python3 ({e})"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_sdk_walkthrough() {
-    if let Err(why) = python_with_openai() {
-        panic!(
-            "this test needs python3 with the `openai` package: run `make deps` \
-             (or `python3 -m pip install openai`).\n{why}"
-        );
-    }
+    common::python::require_openai();
     let mock = MockUpstream::start().await;
     let gw = TestGateway::start(GatewayConfig::new(&mock.url())).await;
     let key = gw.create_user("alice").await;
 
-    let url = gw.url("");
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .args(["-c", SCRIPT])
-            .env("GW_URL", url)
-            .env("GW_KEY", key)
-            .env("NO_PROXY", "127.0.0.1,localhost")
-            .env("no_proxy", "127.0.0.1,localhost")
-            .env_remove("OPENAI_BASE_URL")
-            .env_remove("OPENAI_API_KEY")
-            .output()
-            .expect("run python3")
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "the SDK script failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        out.status
-    );
+    let stdout = common::python::run_sdk_script(SCRIPT, gw.url(""), key).await;
     for step in ["OK chat", "OK stream", "OK auth"] {
         assert!(stdout.contains(step), "{step} missing:\n{stdout}");
     }

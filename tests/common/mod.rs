@@ -4,6 +4,7 @@
 
 pub mod assert;
 pub mod mock;
+pub mod python;
 
 use std::future::Future;
 use std::io::Read;
@@ -532,4 +533,70 @@ pub fn ca_signed_cert(dir: &Path) -> (String, String, String) {
         );
     }
     (path("ca.pem"), path("cert.pem"), path("key.pem"))
+}
+
+/// Creates user `name` on `gw`; returns its first key as (id, secret).
+pub async fn new_user(gw: &TestGateway, name: &str) -> (String, String) {
+    let body = gw
+        .admin_expect(201, "POST", "/admin/users", Some(json!({"name": name})))
+        .await;
+    let id = body["key"]["id"].as_str().unwrap_or_default().to_string();
+    let secret = body["key"]["key"].as_str().unwrap_or_default().to_string();
+    assert!(!id.is_empty() && !secret.is_empty(), "{body}");
+    (id, secret)
+}
+
+/// Sends SIGTERM to the gateway and waits up to `limit` until the process has exited (a zombie
+/// until `stop` reaps it).
+pub async fn terminate_gracefully(gw: &mut TestGateway, limit: Duration) {
+    let pid = gw.pid();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -TERM {pid}");
+    let exited = wait_until(limit, || {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => stat
+                .rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('Z')),
+        }
+    })
+    .await;
+    assert!(exited, "the gateway did not exit after SIGTERM");
+    gw.stop();
+}
+
+/// The prefixes after which the mock's answers carry timestamps and per-request ids.
+pub const MOCK_VOLATILE: &[&str] = &[
+    "\"created\":",
+    "\"created_at\":",
+    "chatcmpl-mock",
+    "cmpl-mock",
+    "resp_mock",
+    "msg_mock",
+];
+
+/// Replaces the digits that follow each of `volatile` (timestamps and per-request ids that
+/// legitimately differ between two otherwise identical mock answers) with `N`, leaving every
+/// other byte as it was.
+pub fn mask_digits_after(text: &str, volatile: &[&str]) -> String {
+    let mut out = text.to_string();
+    for prefix in volatile {
+        let mut result = String::with_capacity(out.len());
+        let mut rest = out.as_str();
+        while let Some(at) = rest.find(prefix) {
+            let after = at + prefix.len();
+            result.push_str(&rest[..after]);
+            let digits = rest[after..].bytes().take_while(u8::is_ascii_digit).count();
+            if digits > 0 {
+                result.push('N');
+            }
+            rest = &rest[after + digits..];
+        }
+        result.push_str(rest);
+        out = result;
+    }
+    out
 }
