@@ -1,6 +1,7 @@
 //! Mock OpenAI-compatible upstream for the demo (`make run`) and benchmarks.
 //!
-//! Usage: `mock_upstream [--listen ADDR]` (default 127.0.0.1:8900). Prints
+//! Usage: `mock_upstream [--listen ADDR] [--image-bytes N]` (default 127.0.0.1:8900; with
+//! `--image-bytes`, every generated image is padded to N bytes, for image benchmarks). Prints
 //! `mock upstream listening on ADDR` once it accepts connections, then serves
 //! until killed. Behaviour is documented in tests/common/mock.rs.
 
@@ -11,13 +12,23 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: mock_upstream [--listen ADDR]   (default 127.0.0.1:8900)";
+const USAGE: &str =
+    "usage: mock_upstream [--listen ADDR] [--image-bytes N]   (default 127.0.0.1:8900)";
 
-fn parse_listen() -> Result<SocketAddr, String> {
+struct Args {
+    listen: SocketAddr,
+    image_bytes: Option<usize>,
+}
+
+fn parse_args() -> Result<Args, String> {
     let mut listen = String::from("127.0.0.1:8900");
+    let mut image_bytes = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        if arg == "--listen" {
+        if arg == "--image-bytes" {
+            let n = args.next().ok_or("--image-bytes needs a number")?;
+            image_bytes = Some(n.parse().map_err(|_| format!("bad --image-bytes {n:?}"))?);
+        } else if arg == "--listen" {
             listen = args.next().ok_or("--listen needs an address")?;
         } else if let Some(value) = arg.strip_prefix("--listen=") {
             listen = value.to_string();
@@ -28,20 +39,25 @@ fn parse_listen() -> Result<SocketAddr, String> {
             return Err(format!("unexpected argument {arg:?}"));
         }
     }
-    listen
+    let listen = listen
         .parse()
-        .map_err(|e| format!("bad --listen address {listen:?}: {e}"))
+        .map_err(|e| format!("bad --listen address {listen:?}: {e}"))?;
+    Ok(Args {
+        listen,
+        image_bytes,
+    })
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let addr = match parse_listen() {
-        Ok(addr) => addr,
+    let args = match parse_args() {
+        Ok(args) => args,
         Err(e) => {
             eprintln!("mock_upstream: {e}\n{USAGE}");
             return ExitCode::from(2);
         }
     };
+    let addr = args.listen;
     let mock = match mock::MockUpstream::start_on(addr).await {
         Ok(mock) => mock,
         Err(e) => {
@@ -49,6 +65,12 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(bytes) = args.image_bytes {
+        mock.set_image_options(mock::ImageOptions {
+            size_bytes: Some(bytes),
+            ..mock::ImageOptions::default()
+        });
+    }
     // Scripts wait for this line, so flush it even when stdout is a pipe.
     println!("mock upstream listening on {}", mock.addr());
     let _ = std::io::stdout().flush();

@@ -4,6 +4,10 @@
 #[path = "common/mock.rs"]
 mod mock;
 
+// Uses `super::mock`, so it sits next to `mock` here as in tests/common.
+#[path = "common/hosting.rs"]
+mod hosting;
+
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -843,4 +847,637 @@ async fn start_on_given_address() {
         mock.url(),
         format!("http://127.0.0.1:{}", mock.addr().port())
     );
+}
+
+// ---------------------------------------------------------------------------
+// Generated images (ImageOptions) and the hosting mocks (tests/common/hosting.rs)
+
+use hosting::{HostingKind, MockHosting};
+use mock::{generated_png, png_chunks, png_text, ImageOptions, ImageParams, ImageReply};
+
+/// Standard base64 (with padding) back to bytes.
+fn base64_decode(text: &str) -> Vec<u8> {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::with_capacity(text.len() / 4 * 3);
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in text.bytes().filter(|c| *c != b'=') {
+        let v = ALPHABET.iter().position(|a| *a == c).expect("base64 digit") as u32;
+        acc = acc << 6 | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
+}
+
+fn kinds(png: &[u8]) -> Vec<String> {
+    png_chunks(png)
+        .unwrap_or_else(|e| panic!("invalid PNG: {e}"))
+        .into_iter()
+        .map(|c| c.kind)
+        .collect()
+}
+
+fn params(prompt: &str, model: &str, size: &str, seed: Option<i64>, index: u32) -> ImageParams {
+    ImageParams {
+        index,
+        ..ImageParams::new(prompt, model, size, seed)
+    }
+}
+
+#[test]
+fn crc32_and_png_checker() {
+    // The standard CRC-32 check value.
+    assert_eq!(mock::crc32(b"123456789"), 0xCBF4_3926);
+    assert_eq!(mock::crc32(b""), 0);
+    // The checker accepts the reference PNG and rejects damage.
+    assert_eq!(kinds(mock::PNG_1X1), ["IHDR", "IDAT", "IEND"]);
+    let mut bad = mock::PNG_1X1.to_vec();
+    bad[40] ^= 1; // inside IDAT
+    assert!(png_chunks(&bad).unwrap_err().contains("bad CRC"));
+    assert!(png_chunks(&mock::PNG_1X1[1..]).is_err());
+    assert!(png_chunks(&mock::PNG_1X1[..mock::PNG_1X1.len() - 12]).is_err());
+    let mut trailing = mock::PNG_1X1.to_vec();
+    trailing.push(0);
+    assert!(png_chunks(&trailing).is_err());
+}
+
+#[test]
+fn generated_png_is_valid_deterministic_and_distinct() {
+    let base = params("a red fox", "gpt-image-1", "512x512", Some(42), 0);
+    let png = generated_png(&base, None);
+    assert_eq!(kinds(&png), ["IHDR", "IDAT", "tEXt", "IEND"]);
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"));
+    assert!(png.ends_with(&mock::PNG_1X1[mock::PNG_1X1.len() - 12..]));
+    // Same pixels as the reference image.
+    assert_eq!(&png[..33], &mock::PNG_1X1[..33]);
+    assert_eq!(
+        png_text(&png).unwrap(),
+        "prompt=a red fox\nmodel=gpt-image-1\nsize=512x512\nseed=42\nn=0"
+    );
+    assert_eq!(png, generated_png(&base.clone(), None), "deterministic");
+
+    let variants = [
+        base.clone(),
+        params("a red fox!", "gpt-image-1", "512x512", Some(42), 0),
+        params("a red fox", "dall-e-3", "512x512", Some(42), 0),
+        params("a red fox", "gpt-image-1", "512x768", Some(42), 0),
+        params("a red fox", "gpt-image-1", "512x512", Some(43), 0),
+        params("a red fox", "gpt-image-1", "512x512", None, 0),
+        params("a red fox", "gpt-image-1", "512x512", Some(42), 1),
+    ];
+    let images: Vec<Vec<u8>> = variants.iter().map(|p| generated_png(p, None)).collect();
+    for (i, a) in images.iter().enumerate() {
+        kinds(a);
+        for b in &images[i + 1..] {
+            assert_ne!(a, b);
+        }
+    }
+    assert!(png_text(&images[5]).unwrap().contains("\nseed=none\n"));
+
+    // Non-ASCII and newlines are escaped: the text stays printable Latin-1.
+    let odd = generated_png(&params("ünï\ncode 100%", "m", "64x64", Some(-1), 0), None);
+    let text = png_text(&odd).unwrap();
+    assert!(
+        text.starts_with("prompt=%C3%BCn%C3%AF%0Acode 100%25\nmodel=m\n"),
+        "{text}"
+    );
+    assert!(text.contains("seed=-1"));
+}
+
+#[test]
+fn generated_png_pads_to_the_exact_size() {
+    let p = params("pad me", "gpt-image-1", "1024x1024", Some(7), 0);
+    let plain = generated_png(&p, None);
+    let text = png_text(&plain).unwrap();
+    for target in [
+        plain.len(),
+        plain.len() + 1,
+        plain.len() + 11,
+        plain.len() + 12,
+        plain.len() + 13,
+        4096,
+        3 * 1024 * 1024 + 5,
+    ] {
+        let padded = generated_png(&p, Some(target));
+        assert_eq!(padded.len(), target);
+        let chunks = kinds(&padded);
+        assert_eq!(chunks.first().unwrap(), "IHDR");
+        assert_eq!(chunks.last().unwrap(), "IEND");
+        assert_eq!(png_text(&padded).unwrap(), text, "target {target}");
+        assert_eq!(padded, generated_png(&p, Some(target)));
+        if target >= plain.len() + 12 {
+            assert!(chunks.contains(&"tgPd".to_string()), "{chunks:?}");
+        }
+    }
+    // Too small to honour: not shrunk.
+    assert_eq!(generated_png(&p, Some(10)), plain);
+    // Different parameters padded to one size still differ.
+    let other = params("pad me", "gpt-image-1", "1024x1024", Some(8), 0);
+    assert_ne!(
+        generated_png(&p, Some(4096)),
+        generated_png(&other, Some(4096))
+    );
+}
+
+#[tokio::test]
+async fn seeded_generations_answer_generated_pngs() {
+    let mock = MockUpstream::start().await;
+    let request = json!({"prompt": "a lighthouse", "n": 1, "model": "gpt-image-1",
+                         "size": "512x768", "seed": 7});
+    let v: Value = post_json(&mock, "/v1/images/generations", request.clone(), &[])
+        .await
+        .json()
+        .await
+        .unwrap();
+    let png = base64_decode(v["data"][0]["b64_json"].as_str().unwrap());
+    let expected = generated_png(
+        &ImageParams::new("a lighthouse", "gpt-image-1", "512x768", Some(7)),
+        None,
+    );
+    assert_eq!(png, expected);
+    assert_eq!(v["size"], "512x768");
+
+    let again: Value = post_json(&mock, "/v1/images/generations", request, &[])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["data"], v["data"], "same parameters, same bytes");
+
+    // Defaults fill in model and size; n indexes the images of one reply.
+    let v: Value = post_json(
+        &mock,
+        "/v1/images/generations",
+        json!({"prompt": "a lighthouse", "n": 2, "seed": 8}),
+        &[],
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let first = base64_decode(v["data"][0]["b64_json"].as_str().unwrap());
+    let second = base64_decode(v["data"][1]["b64_json"].as_str().unwrap());
+    assert_eq!(
+        png_text(&first).unwrap(),
+        "prompt=a lighthouse\nmodel=gpt-image-1\nsize=1024x1024\nseed=8\nn=0"
+    );
+    assert!(png_text(&second).unwrap().ends_with("\nn=1"));
+    assert_eq!(mock.generated_images().len(), 4);
+    assert_eq!(mock.generated_images()[3], second);
+    assert_eq!(mock.image_generation_count(), 3);
+
+    // Seeded, with response_format url and no options: a URL to the bytes.
+    let v: Value = post_json(
+        &mock,
+        "/v1/images/generations",
+        json!({"prompt": "p", "seed": 1, "response_format": "url"}),
+        &[],
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let url = v["data"][0]["url"].as_str().unwrap();
+    assert_eq!(url, format!("{}/files/gen/5.png", mock.url()));
+    let resp = client().get(url).send().await.unwrap();
+    assert_eq!(resp.headers()["content-type"], "image/png");
+    assert_eq!(
+        resp.bytes().await.unwrap().as_ref(),
+        generated_png(
+            &ImageParams::new("p", "gpt-image-1", "1024x1024", Some(1)),
+            None
+        )
+    );
+    let resp = client()
+        .get(format!("{}/files/gen/99.png", mock.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+}
+
+#[tokio::test]
+async fn image_options_url_reply_serves_the_padded_bytes() {
+    let mock = MockUpstream::start().await;
+    mock.set_image_options(ImageOptions {
+        size_bytes: Some(50_000),
+        reply: ImageReply::Url,
+        ..Default::default()
+    });
+    // No seed and a b64 request: the options decide.
+    let v: Value = post_json(
+        &mock,
+        "/v1/images/generations",
+        json!({"prompt": "a cat", "size": "256x256", "model": "m", "response_format": "b64_json"}),
+        &[],
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let url = v["data"][0]["url"].as_str().unwrap();
+    assert!(v["data"][0].get("b64_json").is_none(), "{v}");
+    assert_eq!(url, format!("{}/files/gen/1.png", mock.url()));
+    let resp = client().get(url).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "image/png");
+    let bytes = resp.bytes().await.unwrap();
+    assert_eq!(bytes.len(), 50_000);
+    assert_eq!(
+        bytes.as_ref(),
+        generated_png(
+            &ImageParams::new("a cat", "m", "256x256", None),
+            Some(50_000)
+        )
+    );
+
+    // Edits use the same scheme (fields from the form).
+    let form = reqwest::multipart::Form::new()
+        .text("prompt", "add a hat")
+        .text("seed", "3")
+        .part(
+            "image",
+            reqwest::multipart::Part::bytes(vec![1u8; 10]).file_name("in.png"),
+        );
+    let v: Value = client()
+        .post(format!("{}/v1/images/edits", mock.url()))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let url = v["data"][0]["url"].as_str().unwrap();
+    let bytes = client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(
+        bytes.as_ref(),
+        generated_png(
+            &ImageParams::new("add a hat", "gpt-image-1", "1024x1024", Some(3)),
+            Some(50_000)
+        )
+    );
+    assert_eq!(v["received"]["fields"]["seed"], "3");
+    assert_eq!(
+        mock.image_generation_count(),
+        1,
+        "edits are not generations"
+    );
+
+    // UrlOverride: that exact URL.
+    mock.set_image_options(ImageOptions {
+        reply: ImageReply::UrlOverride("ftp://example.invalid/x.png".into()),
+        ..Default::default()
+    });
+    let v: Value = post_json(&mock, "/v1/images/generations", json!({"prompt": "x"}), &[])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["data"], json!([{"url": "ftp://example.invalid/x.png"}]));
+
+    // B64 with options: the generated image inline, response_format ignored.
+    mock.set_image_options(ImageOptions::default());
+    let v: Value = post_json(
+        &mock,
+        "/v1/images/generations",
+        json!({"prompt": "x", "response_format": "url"}),
+        &[],
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let png = base64_decode(v["data"][0]["b64_json"].as_str().unwrap());
+    assert_eq!(
+        png,
+        generated_png(
+            &ImageParams::new("x", "gpt-image-1", "1024x1024", None),
+            None
+        )
+    );
+
+    // Cleared: back to the legacy answer.
+    mock.clear_image_options();
+    assert_eq!(mock.image_options(), None);
+    let v: Value = post_json(&mock, "/v1/images/generations", json!({"prompt": "x"}), &[])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["data"][0]["b64_json"], mock::base64_encode(mock::PNG_1X1));
+}
+
+#[tokio::test]
+async fn image_options_malformed_not_json_delay_and_modes() {
+    let mock = MockUpstream::start().await;
+    mock.set_image_options(ImageOptions {
+        reply: ImageReply::Malformed,
+        ..Default::default()
+    });
+    let resp = post_json(&mock, "/v1/images/generations", json!({"prompt": "x"}), &[]).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let v: Value = resp.json().await.unwrap();
+    assert!(v["created"].is_u64() && v.get("data").is_none(), "{v}");
+
+    mock.set_image_options(ImageOptions {
+        reply: ImageReply::NotJson,
+        ..Default::default()
+    });
+    let resp = post_json(&mock, "/v1/images/generations", json!({"prompt": "x"}), &[]).await;
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let text = resp.text().await.unwrap();
+    assert!(serde_json::from_str::<Value>(&text).is_err(), "{text}");
+
+    mock.set_image_options(ImageOptions {
+        delay: Duration::from_millis(300),
+        ..Default::default()
+    });
+    let started = Instant::now();
+    let resp = post_json(&mock, "/v1/images/generations", json!({"prompt": "x"}), &[]).await;
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(resp.status(), 200);
+    // Other endpoints are not delayed by image options.
+    let started = Instant::now();
+    post_json(&mock, "/v1/chat/completions", json!({}), &[]).await;
+    assert!(started.elapsed() < Duration::from_millis(300));
+
+    // Modes apply to image calls, and those calls still count.
+    mock.set_mode(Mode::Status(503, r#"{"error":{"message":"down"}}"#.into()));
+    let resp = post_json(&mock, "/v1/images/generations", json!({"prompt": "x"}), &[]).await;
+    assert_eq!(resp.status(), 503);
+    mock.set_mode(Mode::DropConnection);
+    let err = client()
+        .post(format!("{}/v1/images/generations", mock.url()))
+        .json(&json!({"prompt": "x"}))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(!err.is_timeout());
+    assert_eq!(mock.image_generation_count(), 5);
+
+    mock.set_mode(Mode::Hang);
+    let url = mock.url();
+    let pending = tokio::spawn(async move {
+        let _ = client()
+            .post(format!("{url}/v1/images/generations"))
+            .json(&json!({"prompt": "x"}))
+            .send()
+            .await;
+    });
+    assert!(mock.wait_for_image_generations(6, WAIT).await);
+    assert!(
+        !mock
+            .wait_for_image_generations(7, Duration::from_millis(50))
+            .await
+    );
+    pending.abort();
+}
+
+// --- hosting mocks
+
+/// Uploads `bytes` the way `kind`'s API wants, with `credential`.
+async fn host_upload(h: &MockHosting, bytes: &[u8], credential: &str) -> reqwest::Response {
+    let part = reqwest::multipart::Part::bytes(bytes.to_vec())
+        .file_name("image.png")
+        .mime_str("image/png")
+        .unwrap();
+    let form = reqwest::multipart::Form::new().part(h.kind().file_field(), part);
+    let req = match h.kind() {
+        HostingKind::Smms => client()
+            .post(h.upload_url())
+            .header("authorization", credential),
+        HostingKind::Picgo => client()
+            .post(h.upload_url())
+            .header("x-api-key", credential),
+        HostingKind::CloudflareImgbed => client()
+            .post(h.upload_url())
+            .query(&[("authCode", credential)]),
+    };
+    req.multipart(form).send().await.unwrap()
+}
+
+/// GETs `url`, expecting `bytes` as image/png.
+async fn assert_serves(url: &str, bytes: &[u8]) {
+    let resp = client().get(url).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "{url}");
+    assert_eq!(resp.headers()["content-type"], "image/png");
+    assert_eq!(resp.bytes().await.unwrap().as_ref(), bytes);
+}
+
+fn check_upload(h: &MockHosting, index: usize, bytes: &[u8], credential: &str, url: &str) {
+    let uploads = h.uploads();
+    let up = &uploads[index];
+    assert_eq!(up.field, h.kind().file_field());
+    assert_eq!(up.filename.as_deref(), Some("image.png"));
+    assert_eq!(up.content_type.as_deref(), Some("image/png"));
+    assert_eq!(up.bytes, bytes);
+    assert_eq!(up.auth.as_deref(), Some(credential));
+    assert_eq!(up.url, url);
+}
+
+#[tokio::test]
+async fn hosting_smms() {
+    let h = MockHosting::start(HostingKind::Smms).await;
+    assert_eq!(h.credential(), hosting::DEFAULT_CREDENTIAL);
+    assert_eq!(h.upload_url(), format!("{}/api/v2/upload", h.url()));
+    let png = generated_png(&ImageParams::new("a", "m", "64x64", Some(1)), Some(2000));
+
+    let resp = host_upload(&h, &png, "test-credential").await;
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["success"], true, "{v}");
+    assert_eq!(v["code"], "success");
+    assert_eq!(v["message"], "Upload success.");
+    assert!(v["RequestId"].is_string());
+    let data = &v["data"];
+    assert_eq!(
+        (data["width"].as_u64(), data["height"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(data["size"], 2000);
+    assert_eq!(data["filename"], "image.png");
+    for key in ["storename", "path", "hash", "delete", "page"] {
+        assert!(data[key].is_string(), "{key}: {v}");
+    }
+    let url = data["url"].as_str().unwrap();
+    assert!(url.starts_with(&h.url()) && url.ends_with(".png"), "{url}");
+    assert_eq!(h.upload_count(), 1);
+    check_upload(&h, 0, &png, "test-credential", url);
+    assert_serves(url, &png).await;
+
+    // The same bytes again: refused, pointing at the first copy.
+    let v: Value = host_upload(&h, &png, "test-credential")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["success"], false);
+    assert_eq!(v["code"], "image_repeated");
+    assert_eq!(v["images"], url);
+    assert_eq!(
+        v["message"],
+        format!("Image upload repeated limit, this image exists at: {url}")
+    );
+
+    // Wrong token (and a Bearer prefix is wrong too): HTTP 200, unauthorized.
+    let other = generated_png(&ImageParams::new("b", "m", "64x64", Some(1)), None);
+    for token in ["nope", "Bearer test-credential"] {
+        let resp = host_upload(&h, &other, token).await;
+        assert_eq!(resp.status(), 200);
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(
+            (&v["success"], &v["code"], &v["message"], &v["data"]),
+            (
+                &json!(false),
+                &json!("unauthorized"),
+                &json!("Unauthorized."),
+                &json!("")
+            )
+        );
+    }
+    h.set_credential("tok-2");
+    let v: Value = host_upload(&h, &other, "tok-2").await.json().await.unwrap();
+    assert_eq!(v["success"], true, "{v}");
+    assert_eq!(h.upload_count(), 2);
+    assert_eq!(h.upload_attempts(), 5);
+
+    h.set_failing(Some(503));
+    let third = generated_png(&ImageParams::new("c", "m", "64x64", Some(1)), None);
+    let resp = host_upload(&h, &third, "tok-2").await;
+    assert_eq!(resp.status(), 503);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["success"], false);
+    assert_eq!(h.upload_count(), 2);
+    // Hosted files keep being served.
+    assert_serves(url, &png).await;
+    let resp = client()
+        .get(format!("{}/i/none.png", h.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+}
+
+#[tokio::test]
+async fn hosting_picgo() {
+    let h = MockHosting::start(HostingKind::Picgo).await;
+    assert_eq!(h.upload_url(), format!("{}/api/1/upload", h.url()));
+    h.set_credential("chv_key");
+    let png = generated_png(&ImageParams::new("a", "m", "64x64", Some(1)), None);
+
+    let resp = host_upload(&h, &png, "wrong").await;
+    assert_eq!(resp.status(), 400);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["status_code"], 400);
+    assert_eq!(v["error"]["message"], "Invalid API v1 key.");
+    assert_eq!(v["error"]["code"], 100);
+    assert_eq!(v["status_txt"], "Bad Request");
+    assert_eq!(h.upload_count(), 0);
+
+    let resp = host_upload(&h, &png, "chv_key").await;
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["status_code"], 200);
+    assert_eq!(
+        v["success"],
+        json!({"message": "image uploaded", "code": 200})
+    );
+    assert_eq!(v["status_txt"], "OK");
+    let image = &v["image"];
+    assert_eq!(image["extension"], "png");
+    assert_eq!(image["size"], png.len());
+    assert_eq!(image["mime"], "image/png");
+    let url = image["url"].as_str().unwrap();
+    check_upload(&h, 0, &png, "chv_key", url);
+    assert_serves(url, &png).await;
+    assert_serves(image["display_url"].as_str().unwrap(), &png).await;
+    assert_eq!(image["image"]["url"], url);
+
+    // Picgo takes repeated bytes (only SM.MS refuses them).
+    let resp = host_upload(&h, &png, "chv_key").await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(h.upload_count(), 2);
+    assert_ne!(h.uploads()[1].url, url);
+
+    h.set_failing(Some(500));
+    let resp = host_upload(&h, &png, "chv_key").await;
+    assert_eq!(resp.status(), 500);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["status_code"], 500);
+    assert!(v["error"]["message"].is_string());
+}
+
+#[tokio::test]
+async fn hosting_cloudflare_imgbed() {
+    let h = MockHosting::start(HostingKind::CloudflareImgbed).await;
+    assert_eq!(h.upload_url(), format!("{}/upload", h.url()));
+    let png = generated_png(&ImageParams::new("a", "m", "64x64", Some(1)), Some(10_000));
+
+    let resp = host_upload(&h, &png, "bad").await;
+    assert_eq!(resp.status(), 401);
+    assert_eq!(resp.text().await.unwrap(), "Unauthorized");
+    assert_eq!(h.upload_count(), 0);
+
+    let resp = host_upload(&h, &png, "test-credential").await;
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    let src = v[0]["src"].as_str().unwrap();
+    assert!(src.starts_with("/file/") && src.ends_with(".png"), "{v}");
+    assert_eq!(v.as_array().unwrap().len(), 1);
+    let url = format!("{}{src}", h.url());
+    check_upload(&h, 0, &png, "test-credential", &url);
+    assert_serves(&url, &png).await;
+    let rec = h
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "POST")
+        .unwrap();
+    assert!(rec.path.contains("authCode=bad"), "{}", rec.path);
+
+    // An API token in Authorization works too; returnFormat=full gives an absolute URL.
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(b"GIF89a".to_vec()).file_name("x.gif"),
+    );
+    let v: Value = client()
+        .post(format!("{}?returnFormat=full", h.upload_url()))
+        .bearer_auth("test-credential")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let full = v[0]["src"].as_str().unwrap();
+    assert!(full.starts_with(&h.url()) && full.ends_with(".gif"), "{v}");
+    let resp = client().get(full).send().await.unwrap();
+    assert_eq!(resp.headers()["content-type"], "image/gif");
+    assert_eq!(resp.bytes().await.unwrap().as_ref(), b"GIF89a");
+    assert_eq!(h.uploads()[1].auth.as_deref(), Some("test-credential"));
+    assert!(h.wait_for_uploads(2, WAIT).await);
+
+    h.set_failing(Some(502));
+    let resp = host_upload(&h, &png, "test-credential").await;
+    assert_eq!(resp.status(), 502);
+    assert_eq!(h.upload_count(), 2);
+    h.set_failing(None);
+    assert_eq!(host_upload(&h, &png, "test-credential").await.status(), 200);
+    assert_eq!(h.upload_count(), 3);
 }

@@ -14,6 +14,26 @@
 //! | `x-mock-status: CODE`        | answer CODE with an OpenAI-style error body                  |
 //! | `x-mock-first-byte-delay-ms` | wait this long before sending the response head              |
 //!
+//! Image endpoints (`POST …/v1/images/generations` and `…/v1/images/edits`):
+//!
+//! | situation                                          | answer                                              |
+//! |----------------------------------------------------|-----------------------------------------------------|
+//! | no image options set, request without `seed`       | legacy: every item is [`PNG_1X1`] (`b64_json`, or `url` = `{base}/files/img.png` when `response_format` is `url`) |
+//! | request carries a `seed` field (any value)          | generated PNGs (below); `url` items when `response_format` is `url`, else `b64_json` |
+//! | image options set ([`MockUpstream::set_image_options`]) | generated PNGs, after `delay`, in the shape `reply` picks (request's `response_format` ignored) |
+//!
+//! A generated PNG ([`generated_png`]) is [`PNG_1X1`] with a `tEXt` chunk
+//! (keyword `Comment`, see [`png_text`]) inserted before `IEND` that holds
+//! `prompt=…\nmodel=…\nsize=…\nseed=…\nn=…` (model and size defaulted as the
+//! reply reports them, `seed=none` when absent, `n` the index within the
+//! reply); with `size_bytes` set it is padded to exactly that many bytes (a
+//! zero-filled private chunk `tgPd`, or trailing spaces in the text when fewer
+//! than 12 bytes are missing; never shrunk). Same parameters, same bytes.
+//! Every generated PNG is kept ([`MockUpstream::generated_images`]) and served
+//! by `GET {base}/files/gen/{id}.png` (`image/png`), which is where `url`
+//! items point. [`Mode`] applies to image calls (and to those file fetches)
+//! as to everything else.
+//!
 //! The file is self-contained (no `crate::` paths) because it is compiled into
 //! several crates: integration tests (`mod mock;` in tests/common/mod.rs, or
 //! `#[path]`) and the example binary.
@@ -92,6 +112,63 @@ pub enum Mode {
     StreamThenDrop { events_before_drop: usize },
 }
 
+/// Shape of the answers of image endpoints while image options are set.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum ImageReply {
+    /// `data: [{"b64_json": …}]`.
+    #[default]
+    B64,
+    /// `data: [{"url": "{base}/files/gen/{id}.png"}]`; the mock serves it.
+    Url,
+    /// `data: [{"url": <this exact string>}]` (the image is still generated
+    /// and kept).
+    UrlOverride(String),
+    /// 200 with a JSON body that has no `data`: `{"created": …}`.
+    Malformed,
+    /// 200 `text/plain` that is not JSON.
+    NotJson,
+}
+
+/// Global image knobs: the gateway calls the image API itself, so per-request
+/// `x-mock-*` headers cannot steer it.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ImageOptions {
+    /// Pad every generated PNG to exactly this many bytes (see
+    /// [`generated_png`]).
+    pub size_bytes: Option<usize>,
+    /// Wait this long before answering an image request (on top of
+    /// `x-mock-delay-ms`).
+    pub delay: Duration,
+    pub reply: ImageReply,
+}
+
+/// What a generated PNG is derived from (see [`generated_png`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ImageParams {
+    pub prompt: String,
+    /// As the reply reports it (`gpt-image-1` when the request had none).
+    pub model: String,
+    /// As the reply reports it (`1024x1024` when the request had none).
+    pub size: String,
+    /// `None` when the request had no integer `seed`.
+    pub seed: Option<i64>,
+    /// Index of the image within the reply (0 for `n: 1`).
+    pub index: u32,
+}
+
+impl ImageParams {
+    /// Parameters of the first (or only) image of a reply.
+    pub fn new(prompt: &str, model: &str, size: &str, seed: Option<i64>) -> ImageParams {
+        ImageParams {
+            prompt: prompt.to_string(),
+            model: model.to_string(),
+            size: size.to_string(),
+            seed,
+            index: 0,
+        }
+    }
+}
+
 /// A request the mock received completely (head and whole body).
 #[derive(Clone, Debug)]
 pub struct RecordedRequest {
@@ -126,6 +203,10 @@ struct Shared {
     cancelled_streams: AtomicUsize,
     open_connections: AtomicUsize,
     next_id: AtomicU64,
+    /// `Some` once [`MockUpstream::set_image_options`] was called.
+    image_options: Mutex<Option<ImageOptions>>,
+    /// Every generated PNG; `/files/gen/{i + 1}.png` serves element `i`.
+    generated: Mutex<Vec<Bytes>>,
     /// Woken on every counter change so `wait_for_*` need no polling sleeps.
     changed: Notify,
 }
@@ -170,6 +251,8 @@ impl MockUpstream {
             cancelled_streams: AtomicUsize::new(0),
             open_connections: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
+            image_options: Mutex::new(None),
+            generated: Mutex::new(Vec::new()),
             changed: Notify::new(),
         });
         let task = tokio::spawn(accept_loop(listener, shared.clone()));
@@ -227,6 +310,52 @@ impl MockUpstream {
     pub async fn wait_for_open_connections(&self, n: usize, timeout: Duration) -> bool {
         self.wait_until(timeout, || self.open_connections() == n)
             .await
+    }
+
+    /// From now on, image endpoints answer generated PNGs as `options` say
+    /// (see the module documentation).
+    pub fn set_image_options(&self, options: ImageOptions) {
+        *self.shared.image_options.lock().unwrap() = Some(options);
+    }
+
+    /// Back to the default image behaviour (as if options were never set).
+    pub fn clear_image_options(&self) {
+        *self.shared.image_options.lock().unwrap() = None;
+    }
+
+    pub fn image_options(&self) -> Option<ImageOptions> {
+        self.shared.image_options.lock().unwrap().clone()
+    }
+
+    /// `POST …/v1/images/generations` requests received completely so far,
+    /// whatever the mock answered (also in `Mode::Status`, `Hang`, ...).
+    pub fn image_generation_count(&self) -> usize {
+        self.shared
+            .requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.method == "POST" && is_generations_path(&r.path))
+            .count()
+    }
+
+    /// Wait until at least `n` image generation requests were received; false
+    /// on timeout.
+    pub async fn wait_for_image_generations(&self, n: usize, timeout: Duration) -> bool {
+        self.wait_until(timeout, || self.image_generation_count() >= n)
+            .await
+    }
+
+    /// Every PNG the mock generated (not the legacy [`PNG_1X1`] answers), in
+    /// order; element `i` is served at `{base}/files/gen/{i + 1}.png`.
+    pub fn generated_images(&self) -> Vec<Vec<u8>> {
+        self.shared
+            .generated
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|b| b.to_vec())
+            .collect()
     }
 
     async fn wait_until(&self, timeout: Duration, cond: impl Fn() -> bool) -> bool {
@@ -493,6 +622,11 @@ async fn route(ctx: &Ctx) -> Response<MockBody> {
     if get && is("/files/img.png") {
         return response(StatusCode::OK, "image/png", Bytes::from_static(PNG_1X1));
     }
+    if get {
+        if let Some(resp) = generated_file(ctx) {
+            return resp;
+        }
+    }
     if get && is("/v1/models") {
         return delayed(json_response(StatusCode::OK, &models_list())).await;
     }
@@ -504,6 +638,12 @@ async fn route(ctx: &Ctx) -> Response<MockBody> {
     }
     if post && is("/v1/audio/speech") {
         return speech(ctx);
+    }
+    if post && (is("/v1/images/edits") || is("/v1/images/generations")) {
+        let options = ctx.shared.image_options.lock().unwrap().clone();
+        if let Some(options) = options {
+            tokio::time::sleep(options.delay).await;
+        }
     }
     if post && (is("/v1/images/edits") || is("/v1/audio/transcriptions")) {
         return delayed(multipart_endpoint(ctx)).await;
@@ -847,6 +987,178 @@ fn wants_usage_chunk(request: &Value) -> bool {
         .pointer("/stream_options/include_usage")
         .and_then(Value::as_bool)
         == Some(true)
+}
+
+/// CRC-32 (IEEE 802.3, as PNG and zlib use it) of `bytes`.
+pub fn crc32(bytes: &[u8]) -> u32 {
+    crc32_update(0xFFFF_FFFF, bytes) ^ 0xFFFF_FFFF
+}
+
+const CRC_TABLE: [u32; 256] = {
+    let mut table = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut c = i as u32;
+        let mut k = 0;
+        while k < 8 {
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+            k += 1;
+        }
+        table[i] = c;
+        i += 1;
+    }
+    table
+};
+
+/// Raw CRC register update (no pre/post inversion).
+fn crc32_update(mut crc: u32, bytes: &[u8]) -> u32 {
+    for b in bytes {
+        crc = CRC_TABLE[((crc ^ *b as u32) & 0xFF) as usize] ^ (crc >> 8);
+    }
+    crc
+}
+
+const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
+/// Keyword of the `tEXt` chunk of generated PNGs.
+const PNG_TEXT_KEYWORD: &str = "Comment";
+/// Private ancillary chunk that pads generated PNGs to a requested size.
+const PNG_PAD_CHUNK: &[u8; 4] = b"tgPd";
+
+fn push_png_chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    out.extend_from_slice(kind);
+    out.extend_from_slice(data);
+    let crc = crc32_update(crc32_update(0xFFFF_FFFF, kind), data) ^ 0xFFFF_FFFF;
+    out.extend_from_slice(&crc.to_be_bytes());
+}
+
+/// Percent-escapes bytes outside printable ASCII (and `%`), so the text is
+/// valid Latin-1 and its `\n`-separated fields stay unambiguous.
+fn png_text_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The PNG the image endpoints generate for `params`: [`PNG_1X1`] with a
+/// `tEXt` chunk (keyword `Comment`) before `IEND` holding
+/// `prompt=…\nmodel=…\nsize=…\nseed=…\nn=…` (values percent-escaped outside
+/// printable ASCII; `seed=none` without a seed). With `size_bytes` larger than
+/// that, it is padded to exactly `size_bytes`: by a zero-filled `tgPd` chunk,
+/// or, when fewer than 12 bytes are missing, by trailing spaces in the text.
+/// A `size_bytes` smaller than the unpadded PNG is ignored.
+pub fn generated_png(params: &ImageParams, size_bytes: Option<usize>) -> Vec<u8> {
+    let mut text = format!(
+        "prompt={}\nmodel={}\nsize={}\nseed={}\nn={}",
+        png_text_escape(&params.prompt),
+        png_text_escape(&params.model),
+        png_text_escape(&params.size),
+        params.seed.map_or("none".to_string(), |s| s.to_string()),
+        params.index,
+    );
+    let chunk_overhead = 12;
+    let unpadded = PNG_1X1.len() + chunk_overhead + PNG_TEXT_KEYWORD.len() + 1 + text.len();
+    let mut padding = None;
+    if let Some(target) = size_bytes {
+        let missing = target.saturating_sub(unpadded);
+        if missing >= chunk_overhead {
+            padding = Some(missing - chunk_overhead);
+        } else {
+            text.push_str(&" ".repeat(missing));
+        }
+    }
+    let iend_at = PNG_1X1.len() - chunk_overhead;
+    let mut out = Vec::with_capacity(size_bytes.unwrap_or(0).max(unpadded));
+    out.extend_from_slice(&PNG_1X1[..iend_at]);
+    let mut data = Vec::with_capacity(PNG_TEXT_KEYWORD.len() + 1 + text.len());
+    data.extend_from_slice(PNG_TEXT_KEYWORD.as_bytes());
+    data.push(0);
+    data.extend_from_slice(text.as_bytes());
+    push_png_chunk(&mut out, b"tEXt", &data);
+    if let Some(zeros) = padding {
+        push_png_chunk(&mut out, PNG_PAD_CHUNK, &vec![0u8; zeros]);
+    }
+    out.extend_from_slice(&PNG_1X1[iend_at..]);
+    out
+}
+
+/// One chunk of a PNG.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PngChunk {
+    /// The four-letter chunk type, e.g. `IHDR`.
+    pub kind: String,
+    pub data: Vec<u8>,
+}
+
+/// Splits a PNG into its chunks, checking the signature, every chunk's
+/// length and CRC-32, that `IHDR` comes first and that `IEND` is last with
+/// nothing after it.
+pub fn png_chunks(png: &[u8]) -> Result<Vec<PngChunk>, String> {
+    let mut rest = png.strip_prefix(PNG_SIGNATURE).ok_or("no PNG signature")?;
+    let mut chunks = Vec::new();
+    while !rest.is_empty() {
+        if rest.len() < 12 {
+            return Err(format!("truncated chunk header at chunk {}", chunks.len()));
+        }
+        let len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
+        let end = 8usize
+            .checked_add(len)
+            .filter(|e| e + 4 <= rest.len())
+            .ok_or_else(|| format!("chunk {} overruns the file", chunks.len()))?;
+        let kind = &rest[4..8];
+        let data = &rest[8..end];
+        let stored = u32::from_be_bytes(rest[end..end + 4].try_into().unwrap());
+        let computed = crc32_update(crc32_update(0xFFFF_FFFF, kind), data) ^ 0xFFFF_FFFF;
+        let kind = String::from_utf8_lossy(kind).into_owned();
+        if stored != computed {
+            return Err(format!(
+                "bad CRC in {kind} chunk: stored {stored:08x}, computed {computed:08x}"
+            ));
+        }
+        if chunks.is_empty() && kind != "IHDR" {
+            return Err(format!("first chunk is {kind}, not IHDR"));
+        }
+        rest = &rest[end + 4..];
+        let is_end = kind == "IEND";
+        chunks.push(PngChunk {
+            kind,
+            data: data.to_vec(),
+        });
+        if is_end {
+            if !rest.is_empty() {
+                return Err(format!("{} bytes after IEND", rest.len()));
+            }
+            return Ok(chunks);
+        }
+    }
+    Err("no IEND chunk".into())
+}
+
+/// The text of a generated PNG's `tEXt` `Comment` chunk (trailing padding
+/// spaces removed); `None` if the bytes are not a valid PNG or have none.
+pub fn png_text(png: &[u8]) -> Option<String> {
+    let prefix = format!("{PNG_TEXT_KEYWORD}\0");
+    png_chunks(png).ok()?.into_iter().find_map(|c| {
+        let text = c
+            .data
+            .strip_prefix(prefix.as_bytes())
+            .filter(|_| c.kind == "tEXt")?;
+        Some(
+            String::from_utf8_lossy(text)
+                .trim_end_matches(' ')
+                .to_string(),
+        )
+    })
 }
 
 /// Sum of bytes mod 2^32: cheap, dependency-free, good enough to prove bytes
@@ -1245,52 +1557,139 @@ fn model_by_id(id: &str) -> Response<MockBody> {
     }
 }
 
-/// Shared by generations and edits. `image_inputs` is the number of input
-/// images (edits), which count as input tokens like gpt-image-1 does.
-fn images_body(
-    ctx: &Ctx,
-    prompt: &str,
+/// What an image request asked for (generations: JSON body; edits:
+/// multipart fields).
+struct ImageRequest<'a> {
+    prompt: &'a str,
     n: u64,
-    size: Option<&str>,
-    response_format: Option<&str>,
+    size: Option<&'a str>,
+    model: Option<&'a str>,
+    /// Whether the request had a `seed` field at all.
+    has_seed: bool,
+    seed: Option<i64>,
+    response_format: Option<&'a str>,
+    /// Input images (edits), which count as input tokens like gpt-image-1
+    /// does.
     image_inputs: u64,
-) -> Value {
-    let n = n.clamp(1, 10);
-    let item = if response_format == Some("url") {
-        json!({"url": format!("{}/files/img.png", ctx.shared.base_url)})
+}
+
+fn is_generations_path(path_and_query: &str) -> bool {
+    let path = path_and_query.split('?').next().unwrap_or("");
+    path.ends_with("/v1/images/generations")
+}
+
+/// `GET …/files/gen/{id}.png`: a generated image; `None` for other paths.
+fn generated_file(ctx: &Ctx) -> Option<Response<MockBody>> {
+    let at = ctx.path.rfind("/files/gen/")?;
+    let name = &ctx.path[at + "/files/gen/".len()..];
+    let id: usize = name.strip_suffix(".png")?.parse().ok()?;
+    let image = id
+        .checked_sub(1)
+        .and_then(|i| ctx.shared.generated.lock().unwrap().get(i).cloned());
+    Some(match image {
+        Some(bytes) => response(StatusCode::OK, "image/png", bytes),
+        None => unknown_url(ctx),
+    })
+}
+
+/// Shared by generations and edits: the reply body, or (for
+/// [`ImageReply::Malformed`] and [`ImageReply::NotJson`]) the whole answer.
+fn images_body(ctx: &Ctx, req: ImageRequest) -> Result<Value, Box<Response<MockBody>>> {
+    let n = req.n.clamp(1, 10);
+    let size = req.size.unwrap_or("1024x1024");
+    let options = ctx.shared.image_options.lock().unwrap().clone();
+    let data: Vec<Value> = if options.is_none() && !req.has_seed {
+        let item = if req.response_format == Some("url") {
+            json!({"url": format!("{}/files/img.png", ctx.shared.base_url)})
+        } else {
+            json!({"b64_json": base64_encode(PNG_1X1)})
+        };
+        vec![item; n as usize]
     } else {
-        json!({"b64_json": base64_encode(PNG_1X1)})
+        let (size_bytes, reply) = match options {
+            Some(o) => (o.size_bytes, o.reply),
+            None if req.response_format == Some("url") => (None, ImageReply::Url),
+            None => (None, ImageReply::B64),
+        };
+        match reply {
+            ImageReply::Malformed => {
+                return Err(Box::new(json_response(
+                    StatusCode::OK,
+                    &json!({"created": now_secs()}),
+                )))
+            }
+            ImageReply::NotJson => {
+                return Err(Box::new(response(
+                    StatusCode::OK,
+                    "text/plain; charset=utf-8",
+                    "mock: this image reply is not JSON",
+                )))
+            }
+            _ => {}
+        }
+        (0..n as u32)
+            .map(|index| {
+                let params = ImageParams {
+                    prompt: req.prompt.to_string(),
+                    model: req.model.unwrap_or(DEFAULT_IMAGE_MODEL).to_string(),
+                    size: size.to_string(),
+                    seed: req.seed,
+                    index,
+                };
+                let png = Bytes::from(generated_png(&params, size_bytes));
+                let id = {
+                    let mut generated = ctx.shared.generated.lock().unwrap();
+                    generated.push(png.clone());
+                    generated.len()
+                };
+                match &reply {
+                    ImageReply::Url => json!({
+                        "url": format!("{}/files/gen/{id}.png", ctx.shared.base_url)
+                    }),
+                    ImageReply::UrlOverride(url) => json!({"url": url}),
+                    _ => json!({"b64_json": base64_encode(&png)}),
+                }
+            })
+            .collect()
     };
-    let text_tokens = estimate_tokens(prompt.len());
-    let image_tokens = image_inputs * 65;
+    let text_tokens = estimate_tokens(req.prompt.len());
+    let image_tokens = req.image_inputs * 65;
     let input_tokens = text_tokens + image_tokens;
     let output_tokens = 272 * n;
-    json!({
+    Ok(json!({
         "created": now_secs(),
-        "data": vec![item; n as usize],
+        "data": data,
         "background": "opaque",
         "output_format": "png",
         "quality": "low",
-        "size": size.unwrap_or("1024x1024"),
+        "size": size,
         "usage": {
             "input_tokens": input_tokens,
             "input_tokens_details": {"text_tokens": text_tokens, "image_tokens": image_tokens},
             "output_tokens": output_tokens,
             "total_tokens": input_tokens + output_tokens
         }
-    })
+    }))
 }
 
 fn images_generations(ctx: &Ctx, request: &Value) -> Response<MockBody> {
     let body = images_body(
         ctx,
-        request.get("prompt").and_then(Value::as_str).unwrap_or(""),
-        request.get("n").and_then(Value::as_u64).unwrap_or(1),
-        request.get("size").and_then(Value::as_str),
-        request.get("response_format").and_then(Value::as_str),
-        0,
+        ImageRequest {
+            prompt: request.get("prompt").and_then(Value::as_str).unwrap_or(""),
+            n: request.get("n").and_then(Value::as_u64).unwrap_or(1),
+            size: request.get("size").and_then(Value::as_str),
+            model: request.get("model").and_then(Value::as_str),
+            has_seed: request.get("seed").is_some(),
+            seed: request.get("seed").and_then(Value::as_i64),
+            response_format: request.get("response_format").and_then(Value::as_str),
+            image_inputs: 0,
+        },
     );
-    json_response(StatusCode::OK, &body)
+    match body {
+        Ok(body) => json_response(StatusCode::OK, &body),
+        Err(resp) => *resp,
+    }
 }
 
 fn multipart_endpoint(ctx: &Ctx) -> Response<MockBody> {
@@ -1352,14 +1751,20 @@ fn multipart_endpoint(ctx: &Ctx) -> Response<MockBody> {
             .iter()
             .filter(|p| p.filename.is_some() && p.name.starts_with("image"))
             .count() as u64;
-        images_body(
-            ctx,
-            field("prompt").unwrap_or(""),
-            field("n").and_then(|n| n.trim().parse().ok()).unwrap_or(1),
-            field("size"),
-            field("response_format"),
+        let request = ImageRequest {
+            prompt: field("prompt").unwrap_or(""),
+            n: field("n").and_then(|n| n.trim().parse().ok()).unwrap_or(1),
+            size: field("size"),
+            model: field("model"),
+            has_seed: field("seed").is_some(),
+            seed: field("seed").and_then(|s| s.trim().parse().ok()),
+            response_format: field("response_format"),
             image_inputs,
-        )
+        };
+        match images_body(ctx, request) {
+            Ok(body) => body,
+            Err(resp) => return *resp,
+        }
     } else {
         let audio_bytes: usize = parts
             .iter()
@@ -1430,15 +1835,16 @@ fn echo(ctx: &Ctx) -> Response<MockBody> {
 // ---------------------------------------------------------------------------
 // multipart/form-data (RFC 7578), just enough for the OpenAI upload endpoints.
 
-struct Part<'a> {
-    name: String,
-    filename: Option<String>,
-    content_type: Option<String>,
-    data: &'a [u8],
+/// One part of a `multipart/form-data` body.
+pub struct Part<'a> {
+    pub name: String,
+    pub filename: Option<String>,
+    pub content_type: Option<String>,
+    pub data: &'a [u8],
 }
 
 /// `boundary` parameter of a `multipart/form-data` content type.
-fn multipart_boundary(content_type: &str) -> Option<String> {
+pub fn multipart_boundary(content_type: &str) -> Option<String> {
     let (mime, params) = content_type.split_once(';')?;
     if !mime.trim().eq_ignore_ascii_case("multipart/form-data") {
         return None;
@@ -1493,7 +1899,8 @@ fn find(haystack: &[u8], needle: &[u8], from: usize) -> Option<usize> {
         .map(|p| p + from)
 }
 
-fn parse_multipart<'a>(body: &'a [u8], boundary: &str) -> Result<Vec<Part<'a>>, String> {
+/// The parts of a `multipart/form-data` body delimited by `boundary`.
+pub fn parse_multipart<'a>(body: &'a [u8], boundary: &str) -> Result<Vec<Part<'a>>, String> {
     let delimiter = format!("--{boundary}");
     // Every delimiter after the first is preceded by CRLF, which belongs to
     // the delimiter, not to the previous part's data.

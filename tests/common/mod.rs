@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod assert;
+pub mod hosting;
 pub mod mock;
 pub mod python;
 
