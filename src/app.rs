@@ -13,6 +13,7 @@ use crate::gateway::respond::HeaderPolicy;
 use crate::gateway::route::{HostTable, Router};
 use crate::gateway::upstream::Resolver;
 use crate::idempotency::Idempotency;
+use crate::images::Images;
 use crate::limits::Limiter;
 use crate::metrics::Metrics;
 use crate::store::StoreSlot;
@@ -30,6 +31,8 @@ pub struct App {
     pub limiter: Arc<Limiter>,
     pub usage: UsageRecorder,
     pub idempotency: Idempotency,
+    /// Present when the configuration has an `images` section.
+    pub images: Option<Images>,
     pub headers: HeaderPolicy,
     pub access_log: AccessLog,
     pub started: Instant,
@@ -41,8 +44,19 @@ impl App {
         let keys = Arc::new(KeyDirectory::new(store.clone()));
         let accounts = Accounts::new(store.clone(), keys.clone(), config.auth.key_prefix.clone());
         let metrics = Arc::new(Metrics::new().map_err(|e| format!("metrics: {e}"))?);
+        let router = Router::new(&config)?;
+        let images = match &config.images {
+            Some(section) => {
+                let pool = router.pool(&section.upstream).ok_or_else(|| {
+                    format!("images.upstream: no upstream `{}`", section.upstream)
+                })?;
+                Some(Images::new(section.clone(), pool.clone()))
+            }
+            None => None,
+        };
         Ok(Arc::new(App {
-            router: Router::new(&config)?,
+            router,
+            images,
             hosts: HostTable::new(&config.hosts)?,
             headers: HeaderPolicy::new(config.cors.as_ref(), config.security_headers),
             access_log: AccessLog::new(config.access_log),
@@ -73,6 +87,10 @@ impl App {
         }
         if let Err(e) = self.idempotency.write_to(store) {
             log::error!("storing idempotent responses failed (kept for the next attempt): {e}");
+        }
+        if let Some(images) = &self.images {
+            images.write_pending(&self.metrics);
+            images.flush_accesses();
         }
     }
 

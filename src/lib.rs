@@ -15,8 +15,10 @@ pub mod config;
 pub mod gateway;
 pub mod health;
 pub mod idempotency;
+pub mod images;
 pub mod limits;
 pub mod metrics;
+pub mod outbound;
 pub mod store;
 pub mod time;
 pub mod usage;
@@ -78,6 +80,19 @@ impl BackgroundService for StoreService {
                 }
             }
             Err(e) => log::error!("cannot read stored hosts: {e}"),
+        }
+        if self.app.images.is_some() {
+            let (app, db) = (self.app.clone(), store.clone());
+            let opened = tokio::task::spawn_blocking(move || {
+                let path = &app.config.storage.path;
+                app.images.as_ref().map(|i| i.open(db.db(), path))
+            })
+            .await;
+            match opened {
+                Ok(Some(Ok(()))) | Ok(None) => {}
+                Ok(Some(Err(e))) => log::error!("cannot open the image cache: {e}"),
+                Err(e) => log::error!("cannot open the image cache: {e}"),
+            }
         }
         self.app.store.set(store.clone());
         log::info!("storage open at {}", self.app.config.storage.path.display());

@@ -32,6 +32,7 @@ pub struct Metrics {
     pub tokens: IntCounterVec,
     pub rate_limited: IntCounterVec,
     pub idempotency: IntCounterVec,
+    pub image_cache: IntCounterVec,
 }
 
 impl Metrics {
@@ -96,9 +97,16 @@ impl Metrics {
                 ),
                 &["result"],
             )?,
+            image_cache: IntCounterVec::new(
+                Opts::new(
+                    "tollgate_image_cache_total",
+                    "/prompt image cache: hit, miss (generated), coalesced (joined a generation under way), evicted",
+                ),
+                &["result"],
+            )?,
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 10] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 11] = [
             Box::new(metrics.requests_total.clone()),
             Box::new(metrics.request_duration.clone()),
             Box::new(metrics.upstream_duration.clone()),
@@ -109,6 +117,7 @@ impl Metrics {
             Box::new(metrics.tokens.clone()),
             Box::new(metrics.rate_limited.clone()),
             Box::new(metrics.idempotency.clone()),
+            Box::new(metrics.image_cache.clone()),
         ];
         for collector in collectors {
             metrics.registry.register(collector)?;

@@ -47,6 +47,10 @@ fn not_found(what: &str) -> Reply {
     )
 }
 
+fn api_error(e: &crate::gateway::respond::ApiError) -> Reply {
+    error(e.status, e.kind, e.code, e.message.clone())
+}
+
 fn bad_request(message: impl Into<String>) -> Reply {
     error(400, "invalid_request_error", "invalid_request", message)
 }
@@ -245,6 +249,15 @@ impl AdminApp {
             }
             (&Method::PUT, ["admin", "hosts", host]) => self.put_host(host, parse(body)?).await?,
             (&Method::DELETE, ["admin", "hosts", host]) => self.remove_host(host).await?,
+            (&Method::DELETE, ["admin", "images", hash]) => self.delete_image(hash).await?,
+            (&Method::POST, ["admin", "images", "purge"])
+            | (&Method::POST, ["cache", "delete"]) => {
+                match crate::gateway::images::purge(&self.app, body).await {
+                    Ok(Some(hash)) => Reply(200, Some(json!({ "deleted": hash }))),
+                    Ok(None) => not_found("cached image"),
+                    Err(e) => api_error(&e),
+                }
+            }
             _ => not_found("route"),
         })
     }
@@ -352,12 +365,39 @@ impl AdminApp {
             .map_err(|e| Reply::from(AccountError::from(e)))
     }
 
+    /// `DELETE /admin/images/{hash}`.
+    async fn delete_image(&self, hash: &str) -> Result<Reply, Reply> {
+        let Some(images) = self.app.images.as_ref() else {
+            return Err(not_found("image"));
+        };
+        if !crate::images::params::valid_hash(hash) {
+            return Err(not_found("image"));
+        }
+        match images.delete(&self.app, hash).await {
+            Ok(true) => Ok(Reply(204, None)),
+            Ok(false) => Err(not_found("image")),
+            Err(e) => Err(Reply::from(AccountError::from(e))),
+        }
+    }
+
+    /// The admin token as `Authorization: Bearer`, or as `X-Admin-Token` on `/cache/delete`
+    /// (the route of the image proxy Tollgate replaces).
     fn authorized(&self, session: &ServerSession) -> bool {
-        session
-            .req_header()
-            .headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| bearer_token(v.as_bytes()))
+        let headers = &session.req_header().headers;
+        let token = if session.req_header().uri.path() == "/cache/delete" {
+            headers
+                .get("x-admin-token")
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+        } else {
+            None
+        };
+        token
+            .or_else(|| {
+                headers
+                    .get(http::header::AUTHORIZATION)
+                    .and_then(|v| bearer_token(v.as_bytes()))
+            })
             .is_some_and(|token| constant_time_eq(token, &self.token))
     }
 }

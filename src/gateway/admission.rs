@@ -33,6 +33,8 @@ pub enum Admission {
     Preflight,
     /// A stored response for the same Idempotency-Key and body.
     Replay(Arc<Record>),
+    /// Any other response the gateway makes itself (images, redirects).
+    Response(Box<LocalResponse>),
 }
 
 fn header<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
@@ -44,7 +46,7 @@ fn header<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
 }
 
 pub async fn admit(
-    app: &App,
+    app: &Arc<App>,
     session: &mut Session,
     ctx: &mut RequestCtx,
 ) -> Result<Admission, ApiError> {
@@ -57,13 +59,26 @@ pub async fn admit(
     if path == "/status" && method == Method::GET {
         return Ok(Admission::Json(200, super::local::status(app)));
     }
+    let readable = method == Method::GET || method == Method::HEAD;
+    if readable && path.starts_with("/images/") {
+        return super::images::stored(app, session)
+            .await
+            .map(|r| Admission::Response(Box::new(r)));
+    }
+    if method == Method::POST && path == "/cache/delete" {
+        return cache_delete(app, session).await;
+    }
 
+    let is_prompt = path.starts_with("/prompt/");
     let secret = session
         .req_header()
         .headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| bearer_token(v.as_bytes()))
+        .map(str::to_owned)
+        .or_else(|| is_prompt.then(|| query_key(session)).flatten())
         .ok_or_else(ApiError::invalid_api_key)?;
+    let secret = secret.as_str();
     let key = app
         .keys
         .authenticate(secret, crate::time::now_unix())
@@ -93,8 +108,26 @@ pub async fn admit(
                 200,
                 super::local::rotate_own_key(app, &key).await?,
             )),
+            (&Method::GET, "/account/images") => {
+                let query = session.req_header().uri.query().map(str::to_owned);
+                Ok(Admission::Json(
+                    200,
+                    super::images::account_images(app, &key, query.as_deref()).await?,
+                ))
+            }
             _ => Err(ApiError::not_found(&path)),
         };
+    }
+    if is_prompt {
+        if !readable {
+            return Err(ApiError::not_found(&path));
+        }
+        let params = super::images::prompt_params(app, session)?;
+        let miss = super::images::is_miss(app, &params);
+        admit_to_limits(app, ctx, &key, &path, miss).await?;
+        return super::images::prompt(app, session, ctx, params)
+            .await
+            .map(|r| Admission::Response(Box::new(r)));
     }
     if method == Method::GET && (path == "/v1/models" || path.starts_with("/v1/models/")) {
         if let Some(answer) = super::local::models(app, &key, &path) {
@@ -133,7 +166,7 @@ pub async fn admit(
         _ => {}
     }
 
-    admit_to_limits(app, ctx, &key, &path).await?;
+    admit_to_limits(app, ctx, &key, &path, false).await?;
     if let Some(replay) = idempotency_gate(app, session, ctx, &key).await? {
         return Ok(replay);
     }
@@ -145,21 +178,24 @@ pub async fn admit(
         && method == Method::POST
         && metering::takes_include_usage(&path)
         && matches!(kind, Some(BodyKind::Json));
+    ctx.keeper = super::images::keeper(app, session, &key, has_body, ctx.tls);
     if let (Some(allowed), true, Some(kind)) = (key.models.clone(), has_body, kind) {
         ctx.model_gate = Some(ModelGate::new(allowed, kind));
     }
-    if ctx.model_gate.is_some() || ctx.may_inject_usage {
+    if ctx.model_gate.is_some() || ctx.may_inject_usage || ctx.keeper.is_some() {
         ctx.held_body = Some(Vec::new());
     }
     Ok(Admission::Proxy)
 }
 
-/// Checks the key's and its user's limits and counts the request (SPEC §3.6).
+/// Checks the key's and its user's limits and counts the request (SPEC §3.6); a request that
+/// will make an image (a `/prompt` miss) also reserves it against `images_per_day`.
 async fn admit_to_limits(
     app: &App,
     ctx: &mut RequestCtx,
     key: &KeyRecord,
     path: &str,
+    makes_image: bool,
 ) -> Result<(), ApiError> {
     let user_limits = app.accounts.user_limits(&key.user).await.map_err(|e| {
         log::error!(
@@ -176,8 +212,13 @@ async fn admit_to_limits(
         user_limits: Limits::for_user(user_limits.as_ref()),
     };
     let now_ms = crate::time::now_unix_ms();
-    let is_image = path.starts_with("/v1/images/");
-    match app.limiter.admit(&subject, now_ms, is_image) {
+    let admitted = if makes_image {
+        app.limiter.admit_reserving_image(&subject, now_ms)
+    } else {
+        app.limiter
+            .admit(&subject, now_ms, path.starts_with("/v1/images/"))
+    };
+    match admitted {
         Ok(ticket) => {
             ctx.ticket = Some(ticket);
             Ok(())
@@ -276,6 +317,62 @@ async fn read_body_hash(session: &mut Session, max_bytes: u64) -> Result<[u8; 32
     }
 }
 
+/// The key of a `/prompt` request given as `?key=` (never logged: the access log has no query).
+fn query_key(session: &Session) -> Option<String> {
+    let query = session.req_header().uri.query()?;
+    crate::images::params::query_pairs(query)
+        .into_iter()
+        .find(|(k, _)| k == "key")
+        .map(|(_, v)| v)
+        .filter(|v| !v.is_empty())
+}
+
+/// `POST /cache/delete` on the public listeners, authorized by `X-Admin-Token`, as the image
+/// proxy it replaces had it: the same as `POST /admin/images/purge`.
+async fn cache_delete(app: &App, session: &mut Session) -> Result<Admission, ApiError> {
+    let token = header(session, "x-admin-token").unwrap_or("");
+    let authorized = app
+        .config
+        .admin
+        .as_ref()
+        .is_some_and(|admin| crate::auth::constant_time_eq(token, &admin.token));
+    if !authorized {
+        return Err(ApiError::new(
+            401,
+            "invalid_request_error",
+            "invalid_admin_token",
+            "Missing or wrong X-Admin-Token.",
+        ));
+    }
+    let body = read_small_body(session).await?;
+    match super::images::purge(app, &body).await? {
+        Some(hash) => Ok(Admission::Json(200, serde_json::json!({ "deleted": hash }))),
+        None => Err(ApiError::not_found("/cache/delete (no such cached image)")),
+    }
+}
+
+/// A small JSON body read in `request_filter`, for requests the gateway answers itself.
+async fn read_small_body(session: &mut Session) -> Result<Vec<u8>, ApiError> {
+    const LIMIT: usize = 64 * 1024;
+    let mut body = Vec::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > LIMIT {
+                    return Err(ApiError::request_too_large(LIMIT as u64));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(_) => {
+                return Err(ApiError::invalid_request(
+                    "The request body could not be read.",
+                ))
+            }
+        }
+    }
+}
+
 /// Sends what `admit` decided the gateway answers itself; returns the status sent.
 pub async fn answer(
     app: &App,
@@ -294,6 +391,7 @@ pub async fn answer(
                 body: bytes::Bytes::new(),
             }
         }
+        Ok(Admission::Response(response)) => *response,
         Ok(Admission::Replay(record)) => {
             let mut response = LocalResponse::replay(&record)?;
             if let Some(ticket) = &ctx.ticket {

@@ -6,6 +6,7 @@ use std::time::Instant;
 use rand::distr::{Alphanumeric, SampleString};
 
 use crate::idempotency::recording::Recording;
+use crate::images::generations::{Keeper, Rewrite};
 use crate::limits::Ticket;
 use crate::metrics::GaugeGuard;
 use crate::store::KeyRecord;
@@ -59,6 +60,12 @@ pub struct RequestCtx {
     pub recording: Option<Recording>,
     pub active: Option<GaugeGuard>,
     pub stream: Option<GaugeGuard>,
+    /// Images a `/prompt` miss made (already counted by the limiter at admission).
+    pub images_made: u64,
+    /// `store_generations` applies: whose images these are and where they will be served.
+    pub keeper: Option<Keeper>,
+    /// The response body being rewritten to point at stored images.
+    pub image_rewrite: Option<Rewrite>,
 }
 
 impl RequestCtx {
@@ -93,6 +100,9 @@ impl RequestCtx {
             recording: None,
             active: None,
             stream: None,
+            images_made: 0,
+            keeper: None,
+            image_rewrite: None,
         }
     }
 

@@ -3,6 +3,7 @@
 pub mod access_log;
 pub mod admission;
 pub mod ctx;
+pub mod images;
 pub mod local;
 pub mod metering;
 pub mod model_gate;
@@ -196,7 +197,7 @@ impl ProxyHttp for Gateway {
     /// the body back until it is complete.
     async fn request_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
         ctx: &mut RequestCtx,
@@ -240,6 +241,14 @@ impl ProxyHttp for Gateway {
             }
         }
         ctx.model = model_gate::json_model(&full).ok().flatten();
+        if let Some(keeper) = ctx.keeper.as_mut() {
+            let content_type = session
+                .req_header()
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok());
+            keeper.keep_b64 = images::wants_b64(&full, content_type);
+        }
         *body = Some(Bytes::from(metering::prepare_request_body(ctx, full)));
         Ok(())
     }
@@ -263,6 +272,7 @@ impl ProxyHttp for Gateway {
             }
         }
         metering::start(ctx, resp);
+        images::start_rewrite(ctx, resp);
         if let Some(recording) = ctx.recording.as_mut() {
             recording.response_head(resp);
         }
@@ -324,6 +334,9 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
         metering::feed(ctx, body, end_of_stream);
+        if let (Some(rewrite), Some(images)) = (ctx.image_rewrite.as_mut(), &self.app.images) {
+            rewrite.feed(images, body, end_of_stream);
+        }
         if let (Some(recording), Some(chunk)) = (ctx.recording.as_mut(), body.as_ref()) {
             recording.response_chunk(chunk, self.app.idempotency.max_response_bytes());
         }

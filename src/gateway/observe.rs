@@ -101,7 +101,7 @@ fn debit_usage(app: &App, ctx: &mut RequestCtx, status: u16) {
         errors: u64::from(status >= 500),
         prompt_tokens: metered.prompt_tokens,
         completion_tokens: metered.completion_tokens,
-        images: metered.images,
+        images: metered.images + ctx.images_made,
     };
     app.usage.add((now_ms / 1000) as i64, ticket.key_id(), row);
 }

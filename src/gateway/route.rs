@@ -57,6 +57,11 @@ impl Router {
             .map(|(_, pool)| pool)
     }
 
+    /// The pool of `upstreams.{name}`.
+    pub fn pool(&self, name: &str) -> Option<&Arc<Pool>> {
+        self.pools.get(name)
+    }
+
     pub fn pools(&self) -> impl Iterator<Item = &Arc<Pool>> {
         self.pools.values()
     }

@@ -196,6 +196,11 @@ impl Pool {
         }
     }
 
+    /// The roots this pool trusts, when its `ca_file` replaces the defaults.
+    pub fn ca(&self) -> Option<Arc<CaType>> {
+        self.ca.clone()
+    }
+
     /// The peer for one attempt on backend `index`.
     pub async fn peer(&self, index: usize, resolver: &Resolver) -> std::io::Result<HttpPeer> {
         let backend = &self.backends[index];

@@ -363,6 +363,8 @@ pub struct Ticket {
     user: String,
     admitted_ms: u64,
     counted: bool,
+    /// One image counted at admission (see `Limiter::admit_reserving_image`).
+    reserved_image: bool,
     /// The tightest request and token standings after admission, for response headers.
     pub standings: Vec<Standing>,
 }
@@ -381,8 +383,29 @@ impl Ticket {
         &self.user
     }
 
+    /// The image reserved at admission was not made (a cache hit after all, or a failure).
+    pub fn refund_image(&mut self, now_ms: u64) {
+        if std::mem::take(&mut self.reserved_image) {
+            let day = self.admitted_ms / DAY_MS;
+            self.limiter.with_both(&self.key_id, &self.user, |k, u| {
+                for c in [k, u] {
+                    c.roll_day(now_ms);
+                    if c.day == day {
+                        c.day_images = c.day_images.saturating_sub(1);
+                    }
+                }
+            });
+        }
+    }
+
+    /// Whether this request made the image reserved at admission.
+    pub fn made_image(&self) -> bool {
+        self.reserved_image
+    }
+
     /// The request was refused after admission (its body broke a rule): it does not count.
     pub fn uncount(&mut self, now_ms: u64) {
+        self.refund_image(now_ms);
         if std::mem::take(&mut self.counted) {
             let at = self.admitted_ms;
             self.limiter.with_both(&self.key_id, &self.user, |k, u| {
@@ -485,6 +508,27 @@ impl Limiter {
         now_ms: u64,
         is_image: bool,
     ) -> Result<Ticket, Refusal> {
+        self.admit_inner(subject, now_ms, is_image, false)
+    }
+
+    /// Like `admit` for a request known to make exactly one image (a `/prompt` miss): the image
+    /// is counted under the same lock as the check, so concurrent misses cannot overrun
+    /// `images_per_day`. [`Ticket::refund_image`] gives it back if no image is made after all.
+    pub fn admit_reserving_image(
+        self: &Arc<Self>,
+        subject: &Subject<'_>,
+        now_ms: u64,
+    ) -> Result<Ticket, Refusal> {
+        self.admit_inner(subject, now_ms, true, true)
+    }
+
+    fn admit_inner(
+        self: &Arc<Self>,
+        subject: &Subject<'_>,
+        now_ms: u64,
+        is_image: bool,
+        reserve_image: bool,
+    ) -> Result<Ticket, Refusal> {
         let standings = self.with_both(subject.key_id, subject.user, |k, u| {
             k.roll_day(now_ms);
             u.roll_day(now_ms);
@@ -492,6 +536,10 @@ impl Limiter {
             u.check(&subject.user_limits, Scope::User, now_ms, is_image)?;
             k.count_request(now_ms);
             u.count_request(now_ms);
+            if reserve_image {
+                k.day_images += 1;
+                u.day_images += 1;
+            }
             let mut all = k.standings(&subject.key_limits, now_ms);
             all.extend(u.standings(&subject.user_limits, now_ms));
             Ok(all)
@@ -502,6 +550,7 @@ impl Limiter {
             user: subject.user.to_string(),
             admitted_ms: now_ms,
             counted: true,
+            reserved_image: reserve_image,
             standings,
         })
     }
@@ -735,5 +784,36 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn a_reserved_image_counts_at_once_and_a_refund_gives_it_back() {
+        let limiter = Arc::new(Limiter::default());
+        let s = Subject {
+            key_id: "k",
+            user: "u",
+            key_limits: Limits {
+                images_per_day: 2,
+                ..Limits::default()
+            },
+            user_limits: Limits::default(),
+        };
+        let first = limiter.admit_reserving_image(&s, T0).unwrap();
+        let mut second = limiter.admit_reserving_image(&s, T0).unwrap();
+        assert!(first.made_image() && second.made_image());
+        // Both reservations are counted before either request finishes.
+        assert!(matches!(
+            limiter.admit_reserving_image(&s, T0),
+            Err(Refusal::Budget {
+                limit: LimitName::ImagesPerDay,
+                ..
+            })
+        ));
+        second.refund_image(T0);
+        assert!(!second.made_image());
+        second.refund_image(T0); // only once
+        let third = limiter.admit_reserving_image(&s, T0).unwrap();
+        assert!(third.made_image());
+        assert!(limiter.admit_reserving_image(&s, T0).is_err());
     }
 }
