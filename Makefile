@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test deps lint bench
+.PHONY: run test deps lint bench bench-images
 
 # cmake: Pingora's zlib build needs it. openssl: tests make TLS certificates with it.
 # openai: the Python SDK the tests drive.
@@ -43,3 +43,7 @@ test: deps
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
+
+# Cache-hit throughput of /prompt for a 1 MiB image (wrk, loopback; see benches/image_hits.sh).
+bench-images: deps
+	benches/image_hits.sh

@@ -25,7 +25,8 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$dir"; }
 trap cleanup EXIT
 
-pin() { if [ "$(nproc)" -ge 2 ]; then taskset -c "$1" "${@:2}"; else "${@:2}"; fi; }
+# taskset execs the program, so $! below is the gateway's own pid (for its peak RSS).
+pin() { if [ "$(nproc)" -ge 2 ]; then echo taskset -c "$1"; fi; }
 
 target/release/examples/mock_upstream --listen "127.0.0.1:$mock_port" --image-bytes "$IMAGE_BYTES" >"$dir/mock.log" &
 pids+=($!)
@@ -41,7 +42,7 @@ images: { upstream: openai, default_size: 1024x1024 }
 limits: { requests_per_minute: 0 }
 access_log: false
 EOF
-pin 0 target/release/tollgate serve -c "$dir/tollgate.yaml" >"$dir/gw.log" 2>&1 &
+$(pin 0) target/release/tollgate serve -c "$dir/tollgate.yaml" >"$dir/gw.log" 2>&1 &
 gw=$!
 pids+=($gw)
 wait_port "$mock_port" && wait_port "$port" || { cat "$dir/gw.log"; exit 1; }
@@ -59,7 +60,7 @@ size=$(curl -s -o /dev/null -w '%{size_download} %{http_code}' "$url")
 echo "warm-up (miss): $size"
 curl -s -o /dev/null -D - "$url" | grep -i '^x-cache'
 
-pin 1 wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "$url" | tee "$dir/wrk.txt"
+$(pin 1) wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "$url" | tee "$dir/wrk.txt"
 rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$gw/status")
 echo
 echo "image bytes: $IMAGE_BYTES   connections: $CONNECTIONS   gateway threads: 1 (core 0)"
