@@ -9,6 +9,7 @@ use crate::accounts::Accounts;
 use crate::auth::KeyDirectory;
 use crate::config::Config;
 use crate::gateway::access_log::AccessLog;
+use crate::gateway::relay::Relay;
 use crate::gateway::respond::HeaderPolicy;
 use crate::gateway::route::{HostTable, Router};
 use crate::gateway::upstream::Resolver;
@@ -16,6 +17,7 @@ use crate::idempotency::Idempotency;
 use crate::images::Images;
 use crate::limits::Limiter;
 use crate::metrics::Metrics;
+use crate::store::spool::{self, RecordSink, SpoolWriter};
 use crate::store::StoreSlot;
 use crate::usage::UsageRecorder;
 
@@ -36,6 +38,10 @@ pub struct App {
     pub headers: HeaderPolicy,
     pub access_log: AccessLog,
     pub started: Instant,
+    /// Where records go once sled has been handed to a new process.
+    spool: SpoolWriter,
+    /// Where requests go once sled has been handed to a new process.
+    pub relay: Relay,
 }
 
 impl App {
@@ -65,6 +71,8 @@ impl App {
             usage: UsageRecorder::default(),
             idempotency: Idempotency::new(config.idempotency.clone()),
             started: Instant::now(),
+            spool: SpoolWriter::new(spool::dir(&config.storage.path)),
+            relay: Relay::new(&config.server.upgrade_sock),
             config: Arc::new(config),
             store,
             keys,
@@ -77,21 +85,82 @@ impl App {
 impl App {
     /// Writes the usage and idempotent responses not written yet, and flushes sled. Called by
     /// the write-behind service, and once more after the server has stopped, when no request
-    /// can add to them any more.
+    /// can add to them any more. Once sled has been handed to a new process, they go to the
+    /// spool instead, for that process to pick up.
     pub fn write_behind(&self) {
-        let Some(store) = self.store.get() else {
-            return;
-        };
-        if let Err(e) = self.usage.write_to(store) {
+        if let Some(store) = self.store.get() {
+            self.write_records(&*store);
+            if let Some(images) = &self.images {
+                images.write_pending(&self.metrics);
+                images.flush_accesses();
+            }
+            self.import_spool(&store);
+        } else if self.store.is_released() {
+            self.write_records(&self.spool);
+        }
+    }
+
+    fn write_records(&self, sink: &impl RecordSink) {
+        if let Err(e) = self.usage.write_to(sink) {
             log::error!("writing usage failed (kept for the next attempt): {e}");
         }
-        if let Err(e) = self.idempotency.write_to(store) {
+        if let Err(e) = self.idempotency.write_to(sink) {
             log::error!("storing idempotent responses failed (kept for the next attempt): {e}");
         }
-        if let Some(images) = &self.images {
-            images.write_pending(&self.metrics);
-            images.flush_accesses();
+    }
+
+    /// Usage and responses a previous process wrote to the spool while it drained after handing
+    /// sled over; today's usage also counts towards the day budgets.
+    pub fn import_spool(&self, store: &crate::store::Store) {
+        match spool::import(store, &spool::dir(&self.config.storage.path)) {
+            Ok(rows) => {
+                let now = crate::time::now_unix();
+                let today = now - now.rem_euclid(86_400);
+                let now_ms = crate::time::now_unix_ms();
+                for (_, key_id, row) in rows.iter().filter(|(hour, _, _)| *hour >= today) {
+                    self.limiter.seed_day(
+                        key_id,
+                        &row.user,
+                        row.requests,
+                        row.tokens(),
+                        row.images,
+                        now_ms,
+                    );
+                }
+            }
+            Err(e) => log::error!("importing the spool failed (tried again later): {e}"),
         }
+    }
+
+    /// The upgrade handoff (the old process's side): everything pending is written to sled,
+    /// then sled is closed so its lock passes to the new process, which is waiting to open it.
+    /// Requests still draining here write to the spool from now on. Blocking.
+    pub fn hand_off_store(&self) {
+        self.write_behind();
+        let images = self.images.as_ref().and_then(|i| i.release_cache());
+        let store = self.store.release();
+        // Operations already running hold their own references; let them finish.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let busy = || {
+            images.as_ref().is_some_and(|i| Arc::strong_count(i) > 1)
+                || store.as_ref().is_some_and(|s| Arc::strong_count(s) > 1)
+        };
+        while busy() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        if busy() {
+            log::warn!("storage still in use at the handoff; the new process keeps retrying");
+        }
+        drop(images);
+        if let Some(store) = store {
+            if let Err(e) = store.flush() {
+                log::error!("final flush before the handoff failed: {e}");
+            }
+            drop(store);
+        }
+        // What drained before this point is in sled; the rest goes to the spool.
+        self.write_behind();
+        log::info!("storage handed over to the new process");
     }
 
     /// Day counts for the limiter from today's stored usage, so daily budgets survive a

@@ -29,7 +29,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use pingora::prelude::*;
 use pingora::server::configuration::ServerConf;
-use pingora::server::ShutdownWatch;
+use pingora::server::{ExecutionPhase, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 
@@ -49,6 +49,11 @@ struct StoreService {
 #[async_trait]
 impl BackgroundService for StoreService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
+        // Before waiting for sled: during an upgrade the previous process relays the requests
+        // it can no longer serve here as soon as it has closed sled.
+        if let Err(e) = self.app.relay.announce() {
+            log::error!("cannot announce the relay socket: {e}");
+        }
         let storage = self.app.config.storage.clone();
         let opened = tokio::task::spawn_blocking(move || {
             std::fs::create_dir_all(&storage.path)
@@ -94,11 +99,46 @@ impl BackgroundService for StoreService {
                 Err(e) => log::error!("cannot open the image cache: {e}"),
             }
         }
-        self.app.store.set(store.clone());
+        self.app.import_spool(&store);
+        self.app.store.set(store);
         log::info!("storage open at {}", self.app.config.storage.path.display());
+        // No reference is kept here: the upgrade handoff must be able to close sled.
         let _ = shutdown.changed().await;
-        if let Err(e) = tokio::task::spawn_blocking(move || store.flush()).await {
-            log::error!("final storage flush failed: {e}");
+        if let Some(store) = self.app.store.get() {
+            if let Err(e) = tokio::task::spawn_blocking(move || store.flush()).await {
+                log::error!("final storage flush failed: {e}");
+            }
+        }
+    }
+}
+
+/// The old process's side of a zero-downtime upgrade: when Pingora starts handing the listening
+/// sockets to the new process, sled goes too (see `App::hand_off_store`). A service rather than
+/// a thread, so that it exists in the daemon after Pingora's fork.
+struct UpgradeHandoff {
+    app: Arc<App>,
+    phases: std::sync::Mutex<Option<tokio::sync::broadcast::Receiver<ExecutionPhase>>>,
+}
+
+#[async_trait]
+impl BackgroundService for UpgradeHandoff {
+    async fn start(&self, _shutdown: ShutdownWatch) {
+        let Some(mut phases) = self.phases.lock().ok().and_then(|mut p| p.take()) else {
+            return;
+        };
+        loop {
+            match phases.recv().await {
+                Ok(ExecutionPhase::GracefulUpgradeTransferringFds) => {
+                    let app = self.app.clone();
+                    if let Err(e) = tokio::task::spawn_blocking(move || app.hand_off_store()).await
+                    {
+                        log::error!("storage handoff failed: {e}");
+                    }
+                }
+                Ok(ExecutionPhase::Terminated)
+                | Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                _ => {}
+            }
         }
     }
 }
@@ -142,7 +182,7 @@ impl BackgroundService for WriteBehind {
             let done = tokio::task::spawn_blocking(move || {
                 app.write_behind();
                 if let (true, Some(store)) = (sweep, app.store.get()) {
-                    match app.idempotency.sweep(store, time::now_unix_ms()) {
+                    match app.idempotency.sweep(&store, time::now_unix_ms()) {
                         Ok(0) => {}
                         Ok(n) => log::info!("removed {n} expired idempotency records"),
                         Err(e) => log::error!("idempotency sweep failed: {e}"),
@@ -187,6 +227,11 @@ pub fn build_server(
                 .map_err(|e| format!("listen[{i}].tls: {e}"))?,
         }
     }
+    // The relay socket: requests the previous process relays during an upgrade come in here.
+    proxy.add_uds(
+        &app.relay.own_path().to_string_lossy(),
+        Some(std::os::unix::fs::PermissionsExt::from_mode(0o600)),
+    );
     server.add_service(proxy);
 
     if let Some(admin) = &app.config.admin {
@@ -215,6 +260,14 @@ pub fn build_server(
     server.add_service(background_service(
         "write-behind",
         WriteBehind { app: app.clone() },
+    ));
+    let phases = server.watch_execution_phase();
+    server.add_service(background_service(
+        "upgrade handoff",
+        UpgradeHandoff {
+            app: app.clone(),
+            phases: std::sync::Mutex::new(Some(phases)),
+        },
     ));
     server.add_service(background_service(
         "health checks",

@@ -76,6 +76,7 @@ fn main() -> ExitCode {
                     server.run(pingora::server::RunArgs::default());
                     // Every service has stopped: no request can add usage any more.
                     app.write_behind();
+                    app.relay.remove_own();
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

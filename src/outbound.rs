@@ -78,12 +78,12 @@ pub struct Target {
 
 impl Target {
     pub fn parse(url: &str) -> Result<Target, OutboundError> {
-        let (tls, rest) = if let Some(rest) = url.strip_prefix("https://") {
-            (true, rest)
-        } else if let Some(rest) = url.strip_prefix("http://") {
-            (false, rest)
-        } else {
-            return Err(OutboundError::InvalidUrl("only http and https are allowed"));
+        // Schemes are case-insensitive (RFC 3986 §3.1).
+        let scheme_end = url.find("://").unwrap_or(0);
+        let (tls, rest) = match url[..scheme_end].to_ascii_lowercase().as_str() {
+            "https" => (true, &url[scheme_end + 3..]),
+            "http" => (false, &url[scheme_end + 3..]),
+            _ => return Err(OutboundError::InvalidUrl("only http and https are allowed")),
         };
         let split = rest.find(['/', '?', '#']).unwrap_or(rest.len());
         let (authority, tail) = rest.split_at(split);
@@ -291,6 +291,7 @@ mod tests {
         assert_eq!(t.path_and_query, "/upload?authCode=x");
         assert_eq!(t.origin(), "https://img.example.com");
 
+        assert!(Target::parse("HTTPS://h/x").unwrap().tls);
         let t = Target::parse("http://127.0.0.1:8080").unwrap();
         assert_eq!((t.port, t.path_and_query.as_str()), (8080, "/"));
         assert_eq!(t.origin(), "http://127.0.0.1:8080");

@@ -35,6 +35,8 @@ pub enum Admission {
     Replay(Arc<Record>),
     /// Any other response the gateway makes itself (images, redirects).
     Response(Box<LocalResponse>),
+    /// This process has handed its store to a new process: relay the request there.
+    Relay,
 }
 
 fn header<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
@@ -53,6 +55,9 @@ pub async fn admit(
     let method = session.req_header().method.clone();
     let path = session.req_header().uri.path().to_string();
 
+    if app.store.is_released() {
+        return Ok(Admission::Relay);
+    }
     if method == Method::OPTIONS {
         return Ok(Admission::Preflight);
     }
@@ -382,6 +387,10 @@ pub async fn answer(
 ) -> pingora::Result<Option<u16>> {
     let response = match admission {
         Ok(Admission::Proxy) => return Ok(None),
+        Ok(Admission::Relay) => {
+            ctx.relay = true;
+            return Ok(None);
+        }
         Ok(Admission::Json(status, value)) => LocalResponse::json(status, &value)?,
         Ok(Admission::Preflight) => {
             let requested = header(session, "access-control-request-headers").map(str::to_owned);

@@ -66,6 +66,8 @@ pub struct RequestCtx {
     pub keeper: Option<Keeper>,
     /// The response body being rewritten to point at stored images.
     pub image_rewrite: Option<Rewrite>,
+    /// Relayed to the new process of an upgrade (see `relay`).
+    pub relay: bool,
 }
 
 impl RequestCtx {
@@ -103,6 +105,7 @@ impl RequestCtx {
             images_made: 0,
             keeper: None,
             image_rewrite: None,
+            relay: false,
         }
     }
 

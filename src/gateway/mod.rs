@@ -8,6 +8,7 @@ pub mod local;
 pub mod metering;
 pub mod model_gate;
 pub mod observe;
+pub mod relay;
 pub mod respond;
 pub mod rewrite;
 pub mod route;
@@ -33,6 +34,9 @@ use respond::{ApiError, LocalResponse};
 pub struct Gateway {
     pub app: Arc<App>,
 }
+
+/// How long a request relayed during an upgrade waits for the new process to announce itself.
+const RELAY_WAIT: Duration = Duration::from_secs(5);
 
 /// Marks an error as one the gateway chose (its answer is in `ctx.error`). A request refused
 /// for what its body broke does not count against the limits (SPEC §3.6).
@@ -120,6 +124,15 @@ impl ProxyHttp for Gateway {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
+        if ctx.relay {
+            return match self.app.relay.successor(RELAY_WAIT).await {
+                Some(peer) => Ok(Box::new(peer)),
+                None => Err(refuse(
+                    ctx,
+                    ApiError::service_unavailable("The gateway is restarting; retry."),
+                )),
+            };
+        }
         let Some(pool) = ctx.pool.clone() else {
             return Err(refuse(ctx, ApiError::internal()));
         };
@@ -176,6 +189,10 @@ impl ProxyHttp for Gateway {
         req: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if ctx.relay {
+            // The new process checks and rewrites it.
+            return Ok(());
+        }
         let (Some(pool), Some(index)) = (ctx.pool.clone(), ctx.backend) else {
             return Err(refuse(ctx, ApiError::internal()));
         };
@@ -294,6 +311,10 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if ctx.relay {
+            // Decorated by the new process already.
+            return Ok(());
+        }
         let origin = session
             .req_header()
             .headers

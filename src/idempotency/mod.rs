@@ -18,6 +18,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use crate::config::IdempotencySection;
+use crate::store::spool::RecordSink;
 use crate::store::{Store, StoreError, StoreResult, StoreSlot};
 pub use record::Record;
 
@@ -246,7 +247,7 @@ impl Idempotency {
     }
 
     /// Writes completed responses to sled and flushes; once stored, memory forgets them.
-    pub fn write_to(&self, store: &Store) -> StoreResult<usize> {
+    pub fn write_to(&self, store: &impl RecordSink) -> StoreResult<usize> {
         let batch = std::mem::take(&mut *self.to_write.lock().unwrap_or_else(|p| p.into_inner()));
         for (i, (scope, record)) in batch.iter().enumerate() {
             if let Err(e) =

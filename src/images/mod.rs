@@ -13,7 +13,7 @@ pub mod params;
 pub mod store;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 
@@ -56,7 +56,8 @@ type GenerationResult = Result<(Arc<Ready>, bool), Failure>;
 pub struct Images {
     pub config: ImagesSection,
     pool: Arc<Pool>,
-    cache: OnceLock<Arc<ImageStore>>,
+    /// Empty until the store opens, and again once it is handed to a new process.
+    cache: RwLock<Option<Arc<ImageStore>>>,
     generations: Flights<GenerationResult>,
     uploads: Flights<Option<String>>,
     host: Option<Arc<dyn ImageHost>>,
@@ -74,7 +75,7 @@ impl Images {
                 .map(|h| Arc::from(hosting::host_for(h))),
             config,
             pool,
-            cache: OnceLock::new(),
+            cache: RwLock::new(None),
             generations: Flights::default(),
             uploads: Flights::default(),
             client: HttpClient::default(),
@@ -91,16 +92,25 @@ impl Images {
             cache.len(),
             cache.total_bytes()
         );
-        let _ = self.cache.set(Arc::new(cache));
+        if let Ok(mut slot) = self.cache.write() {
+            *slot = Some(Arc::new(cache));
+        }
         Ok(())
+    }
+
+    fn cache_now(&self) -> Option<Arc<ImageStore>> {
+        self.cache.read().ok().and_then(|c| c.clone())
+    }
+
+    /// Takes the cache out for the upgrade handoff (it holds sled trees).
+    pub fn release_cache(&self) -> Option<Arc<ImageStore>> {
+        self.cache.write().ok().and_then(|mut c| c.take())
     }
 
     /// The cache, waiting for the store to open at start-up.
     async fn cache(&self, app: &App) -> StoreResult<Arc<ImageStore>> {
         app.store.wait(STORE_WAIT).await;
-        self.cache
-            .get()
-            .cloned()
+        self.cache_now()
             .ok_or_else(|| StoreError("the image cache is not open".into()))
     }
 
@@ -110,7 +120,7 @@ impl Images {
 
     /// Whether the cache has the image, without reading it or counting an access.
     pub fn contains(&self, hash: &str) -> bool {
-        self.cache.get().is_some_and(|c| c.get(hash).is_some())
+        self.cache_now().is_some_and(|c| c.get(hash).is_some())
             || self.pending.lock().is_ok_and(|p| p.contains_key(hash))
     }
 
@@ -213,7 +223,7 @@ impl Images {
 
     /// Writes the last-access times of images read since the last call.
     pub fn flush_accesses(&self) {
-        if let Some(cache) = self.cache.get() {
+        if let Some(cache) = self.cache_now() {
             if let Err(e) = cache.flush_accesses() {
                 log::error!("recording image accesses failed: {e}");
             }
@@ -241,7 +251,7 @@ impl Images {
     /// Writes the kept generations to the cache (blocking: called by the write-behind task,
     /// and once more at shutdown).
     pub fn write_pending(&self, metrics: &crate::metrics::Metrics) {
-        let Some(cache) = self.cache.get() else {
+        let Some(cache) = self.cache_now() else {
             return;
         };
         let waiting: Vec<Ready> = match self.pending.lock() {

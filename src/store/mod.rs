@@ -6,11 +6,12 @@
 //! defaults. Every write that the admin API acknowledges is flushed before the reply.
 
 mod records;
+pub mod spool;
 
 pub use records::{HostRecord, KeyRecord, UsageRow, UserRecord};
 
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -305,23 +306,43 @@ impl Store {
 /// How long a request waits for sled to open at start-up before it is refused.
 pub const STORE_WAIT: Duration = Duration::from_secs(10);
 
-/// The process's store once it is open. Request paths read it lock-free; the few requests
-/// that arrive before sled is open wait for it a bounded time.
+/// The process's store once it is open. Request paths take it lock-free in effect (a read lock
+/// and an `Arc` clone); the few requests that arrive before sled is open wait for it a bounded
+/// time. During a zero-downtime upgrade the store is released for good, so that sled's lock can
+/// pass to the new process (see `App::hand_off_store`); after that nothing waits for it.
 #[derive(Default)]
 pub struct StoreSlot {
-    store: OnceLock<Arc<Store>>,
-    opened: tokio::sync::Notify,
+    store: std::sync::RwLock<Option<Arc<Store>>>,
+    released: std::sync::atomic::AtomicBool,
+    changed: tokio::sync::Notify,
 }
 
 impl StoreSlot {
-    pub fn get(&self) -> Option<&Arc<Store>> {
-        self.store.get()
+    pub fn get(&self) -> Option<Arc<Store>> {
+        self.store.read().ok().and_then(|s| s.clone())
     }
 
     pub fn set(&self, store: Arc<Store>) {
-        if self.store.set(store).is_ok() {
-            self.opened.notify_waiters();
+        if self.is_released() {
+            return;
         }
+        if let Ok(mut slot) = self.store.write() {
+            *slot = Some(store);
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// Takes the store out for good: later calls find no store and do not wait for one.
+    pub fn release(&self) -> Option<Arc<Store>> {
+        self.released
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let store = self.store.write().ok().and_then(|mut s| s.take());
+        self.changed.notify_waiters();
+        store
+    }
+
+    pub fn is_released(&self) -> bool {
+        self.released.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Runs `op` on a blocking thread once sled is open, then flushes: what it wrote is durable
@@ -361,8 +382,7 @@ impl StoreSlot {
         let store = self
             .wait(STORE_WAIT)
             .await
-            .ok_or_else(|| StoreError("storage is not open".into()))?
-            .clone();
+            .ok_or_else(|| StoreError("storage is not open".into()))?;
         tokio::task::spawn_blocking(move || {
             let out = op(&store)?;
             if flush {
@@ -374,19 +394,19 @@ impl StoreSlot {
         .map_err(|e| StoreError(format!("storage task failed: {e}")))?
     }
 
-    /// The store, waiting up to `limit` for it to open.
-    pub async fn wait(&self, limit: Duration) -> Option<&Arc<Store>> {
-        if let Some(store) = self.store.get() {
+    /// The store, waiting up to `limit` for it to open (not at all once it was released).
+    pub async fn wait(&self, limit: Duration) -> Option<Arc<Store>> {
+        if let Some(store) = self.get() {
             return Some(store);
         }
         let deadline = tokio::time::Instant::now() + limit;
         loop {
-            let notified = self.opened.notified();
-            if let Some(store) = self.store.get() {
+            let changed = self.changed.notified();
+            if let Some(store) = self.get() {
                 return Some(store);
             }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return self.store.get();
+            if self.is_released() || tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return self.get();
             }
         }
     }

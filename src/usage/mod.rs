@@ -9,7 +9,8 @@ pub mod report;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::store::{Store, StoreResult, UsageRow};
+use crate::store::spool::RecordSink;
+use crate::store::{StoreResult, UsageRow};
 
 /// How often pending usage is written.
 pub const WRITE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
@@ -35,7 +36,7 @@ impl UsageRecorder {
 
     /// Writes the pending batch to `store` and makes it durable. On failure the batch is put
     /// back to be tried again.
-    pub fn write_to(&self, store: &Store) -> StoreResult<usize> {
+    pub fn write_to(&self, store: &impl RecordSink) -> StoreResult<usize> {
         let batch: Vec<_> =
             std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()))
                 .into_iter()
