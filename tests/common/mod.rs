@@ -90,6 +90,9 @@ pub struct GatewayConfig {
     /// More top-level sections, verbatim YAML.
     pub extra: String,
     pub with_admin: bool,
+    /// `server.grace_period_seconds`: how long a stopping or upgraded process keeps serving
+    /// what it has in flight. 0 (the default) for quick stops.
+    pub grace_period_s: u64,
 }
 
 impl GatewayConfig {
@@ -101,6 +104,7 @@ impl GatewayConfig {
             ),
             extra: String::new(),
             with_admin: true,
+            grace_period_s: 0,
         }
     }
 
@@ -138,8 +142,9 @@ impl TestGateway {
             String::new()
         };
         let yaml = format!(
-            "server:\n  threads: 2\n  pid_file: {d}/tollgate.pid\n  upgrade_sock: {d}/upgrade.sock\n  grace_period_seconds: 0\n  graceful_shutdown_timeout_seconds: 1\nlisten:\n  - addr: 127.0.0.1:{port}\n{admin}metrics:\n  listen: 127.0.0.1:{metrics_port}\nstorage:\n  path: {d}/data\n  cache_mb: 8\n{ups}{extra}",
+            "server:\n  threads: 2\n  pid_file: {d}/tollgate.pid\n  upgrade_sock: {d}/upgrade.sock\n  grace_period_seconds: {grace}\n  graceful_shutdown_timeout_seconds: 1\nlisten:\n  - addr: 127.0.0.1:{port}\n{admin}metrics:\n  listen: 127.0.0.1:{metrics_port}\nstorage:\n  path: {d}/data\n  cache_mb: 8\n{ups}{extra}",
             d = dir.display(),
+            grace = config.grace_period_s,
             ups = config.upstreams,
             extra = config.extra,
         );
@@ -248,6 +253,52 @@ impl TestGateway {
     }
 
     /// Stops the process (SIGKILL: tests that need a graceful stop send their own signal).
+    /// A zero-downtime upgrade as systemd's `ExecReload` does it: a new process started with
+    /// `-u` waits on the upgrade socket, the running one gets SIGQUIT, hands over its listening
+    /// sockets and drains. Returns the old process (still draining) to wait for.
+    pub async fn upgrade(&mut self) -> Child {
+        let n = std::fs::read_dir(&self.dir).map(|d| d.count()).unwrap_or(0);
+        let stdout = std::fs::File::create(self.dir.join(format!("stdout.{n}.log"))).unwrap();
+        let stderr = std::fs::File::create(self.dir.join(format!("stderr.{n}.log"))).unwrap();
+        let new = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(["serve", "-u", "-c"])
+            .arg(&self.config_path)
+            .env("RUST_LOG", "warn,tollgate=info")
+            .stdout(Stdio::from(stdout))
+            .stderr(Stdio::from(stderr))
+            .spawn()
+            .expect("spawn tollgate -u");
+        let sock = self.dir.join("upgrade.sock");
+        let listening = wait_until(Duration::from_secs(30), || {
+            std::fs::read_to_string("/proc/net/unix")
+                .is_ok_and(|t| t.contains(&*sock.to_string_lossy()))
+        })
+        .await;
+        assert!(listening, "the new process did not open the upgrade socket");
+        let old = self.child.replace(new).expect("a running gateway");
+        let status = Command::new("kill")
+            .args(["-QUIT", &old.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+        old
+    }
+
+    /// Waits until the process exits on its own; its exit code, or None on timeout or signal.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    self.child = None;
+                    return status.code();
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
