@@ -8,10 +8,12 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 .PHONY: run test deps lint bench bench-images
 
 # cmake: Pingora's zlib build needs it. openssl: tests make TLS certificates with it.
+# systemd-analyze (package systemd): a test verifies the unit file with it.
 # openai: the Python SDK the tests drive.
 deps:
 	@command -v cmake >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq cmake; }
 	@command -v openssl >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq openssl; }
+	@command -v systemd-analyze >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq systemd; }
 	@python3 -c "import openai" 2>/dev/null || python3 -m pip install --quiet openai \
 		|| python3 -m pip install --quiet --user --break-system-packages openai
 
