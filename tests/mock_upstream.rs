@@ -8,6 +8,10 @@ mod mock;
 #[path = "common/hosting.rs"]
 mod hosting;
 
+// Uses `super::mock` too.
+#[path = "common/oauth.rs"]
+mod oauth;
+
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -1480,4 +1484,716 @@ async fn hosting_cloudflare_imgbed() {
     h.set_failing(None);
     assert_eq!(host_upload(&h, &png, "test-credential").await.status(), 200);
     assert_eq!(h.upload_count(), 3);
+}
+
+// --- OAuth / OIDC provider mock (tests/common/oauth.rs)
+
+use oauth::{DeviceState, MockEmail, MockIdentity, MockOauth, CLIENT_ID, CLIENT_SECRET};
+
+/// A client that does not follow redirects.
+fn oauth_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// A PKCE pair: (verifier, S256 challenge).
+fn pkce(seed: char) -> (String, String) {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let verifier: String = std::iter::repeat_n(seed, 20)
+        .chain("-._~0123456789abcdefghijklmnop".chars())
+        .collect();
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(sha2::Sha256::digest(verifier.as_bytes()));
+    (verifier, challenge)
+}
+
+fn query_of(url: &str) -> std::collections::HashMap<String, String> {
+    oauth::parse_form(url.split_once('?').map(|(_, q)| q).unwrap_or(""))
+}
+
+/// Authorizes at `{base}{path}` and returns the code from the 302.
+async fn oauth_authorize(
+    base: &str,
+    path: &str,
+    redirect_uri: &str,
+    challenge: &str,
+    extra: &[(&str, &str)],
+) -> String {
+    let mut query = vec![
+        ("client_id", CLIENT_ID),
+        ("redirect_uri", redirect_uri),
+        ("state", "st ate/1+x"),
+        ("scope", "read:user user:email openid"),
+        ("code_challenge", challenge),
+        ("code_challenge_method", "S256"),
+    ];
+    query.extend_from_slice(extra);
+    let resp = oauth_client()
+        .get(format!("{base}{path}"))
+        .query(&query)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 302, "{}", resp.text().await.unwrap());
+    let location = resp.headers()["location"].to_str().unwrap().to_string();
+    assert!(location.starts_with(redirect_uri), "{location}");
+    let q = query_of(&location);
+    assert_eq!(q["state"], "st ate/1+x", "{location}");
+    q["code"].clone()
+}
+
+fn code_form<'a>(code: &'a str, redirect: &'a str, verifier: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("client_id", CLIENT_ID),
+        ("client_secret", CLIENT_SECRET),
+        ("code", code),
+        ("redirect_uri", redirect),
+        ("code_verifier", verifier),
+    ]
+}
+
+/// POSTs `form` to GitHub's token endpoint with `Accept: application/json`.
+async fn github_token_json(o: &MockOauth, form: &[(&str, &str)]) -> Value {
+    let resp = oauth_client()
+        .post(format!("{}/login/oauth/access_token", o.url()))
+        .header("accept", "application/json")
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/json"));
+    resp.json().await.unwrap()
+}
+
+async fn get_with_auth(url: &str, auth: &str) -> (u16, Value) {
+    let resp = oauth_client()
+        .get(url)
+        .header("authorization", auth)
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn oauth_github_web_flow() {
+    let o = MockOauth::start().await;
+    let redirect = "http://127.0.0.1:9/auth/github/callback";
+
+    // Unknown client.
+    let resp = oauth_client()
+        .get(format!("{}/login/oauth/authorize", o.url()))
+        .query(&[("client_id", "nope"), ("redirect_uri", redirect)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_eq!(o.issued_codes(), 0);
+
+    // JSON variant.
+    let (verifier, challenge) = pkce('a');
+    let code = oauth_authorize(
+        &o.url(),
+        "/login/oauth/authorize",
+        redirect,
+        &challenge,
+        &[],
+    )
+    .await;
+    assert_eq!(o.issued_codes(), 1);
+    let v = github_token_json(&o, &code_form(&code, redirect, &verifier)).await;
+    let token = v["access_token"].as_str().unwrap().to_string();
+    assert!(token.starts_with("gho_"), "{v}");
+    assert_eq!(v["token_type"], "bearer");
+    assert_eq!(v["scope"], "read:user,user:email");
+
+    // Form variant (no Accept), client by HTTP Basic, redirect_uri with a query.
+    let redirect_q = "http://127.0.0.1:9/cb?x=1";
+    let (verifier2, challenge2) = pkce('b');
+    let code2 = oauth_authorize(
+        &o.url(),
+        "/login/oauth/authorize",
+        redirect_q,
+        &challenge2,
+        &[],
+    )
+    .await;
+    let resp = oauth_client()
+        .post(format!("{}/login/oauth/access_token", o.url()))
+        .basic_auth(CLIENT_ID, Some(CLIENT_SECRET))
+        .form(&[
+            ("code", code2.as_str()),
+            ("redirect_uri", redirect_q),
+            ("code_verifier", verifier2.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/x-www-form-urlencoded"));
+    let text = resp.text().await.unwrap();
+    let f = oauth::parse_form(&text);
+    assert!(f["access_token"].starts_with("gho_"), "{text}");
+    assert_eq!(f["token_type"], "bearer");
+    assert_eq!(f["scope"], "read:user,user:email");
+
+    // JSON request body.
+    let (verifier3, challenge3) = pkce('c');
+    let code3 = oauth_authorize(
+        &o.url(),
+        "/login/oauth/authorize",
+        redirect,
+        &challenge3,
+        &[],
+    )
+    .await;
+    let v: Value = oauth_client()
+        .post(format!("{}/login/oauth/access_token", o.url()))
+        .header("accept", "application/json")
+        .json(&json!({"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "code": code3,
+            "redirect_uri": redirect, "code_verifier": verifier3, "grant_type": "authorization_code"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        v["access_token"].as_str().unwrap().starts_with("gho_"),
+        "{v}"
+    );
+    assert_eq!(o.token_requests().len(), 3);
+    assert_eq!(o.issued_tokens(), 3);
+    assert!(o.wait_for_token_requests(3, WAIT).await);
+    let recorded = &o.token_requests()[0];
+    assert!(String::from_utf8_lossy(&recorded.body).contains("code_verifier="));
+
+    // The API.
+    let api = o.api_url();
+    assert_eq!(api, format!("{}/api/v3", o.url()));
+    let (status, user) = get_with_auth(&format!("{api}/user"), &format!("Bearer {token}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(user["id"], 4242);
+    assert_eq!(user["login"], "octo");
+    assert_eq!(user["name"], "Octo Cat");
+    assert_eq!(user["email"], "octo@example.com");
+    let (status, emails) =
+        get_with_auth(&format!("{api}/user/emails"), &format!("token {token}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        emails,
+        json!([{"email": "octo@example.com", "verified": true, "primary": true, "visibility": null}])
+    );
+    for bad in ["Bearer gho_forged", "Basic abc", ""] {
+        let (status, body) = get_with_auth(&format!("{api}/user"), bad).await;
+        assert_eq!(status, 401, "{bad}");
+        assert_eq!(body["message"], "Bad credentials");
+    }
+    let resp = oauth_client()
+        .get(format!("{api}/user/emails"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+
+    // Another identity for the next authorizations; tokens keep theirs.
+    o.set_identity(MockIdentity {
+        id: 7,
+        login: "hubot".into(),
+        sub: "sub-7".into(),
+        name: "Hubot".into(),
+        emails: vec![
+            MockEmail {
+                email: "hubot@other.org".into(),
+                verified: false,
+                primary: false,
+            },
+            MockEmail {
+                email: "hubot@example.com".into(),
+                verified: false,
+                primary: true,
+            },
+        ],
+    });
+    let (verifier4, challenge4) = pkce('d');
+    let code4 = oauth_authorize(
+        &o.url(),
+        "/login/oauth/authorize",
+        redirect,
+        &challenge4,
+        &[],
+    )
+    .await;
+    let v = github_token_json(&o, &code_form(&code4, redirect, &verifier4)).await;
+    let token4 = v["access_token"].as_str().unwrap();
+    let (_, user) = get_with_auth(&format!("{api}/user"), &format!("Bearer {token4}")).await;
+    assert_eq!(
+        (user["id"].clone(), user["login"].clone()),
+        (json!(7), json!("hubot"))
+    );
+    assert_eq!(user["email"], "hubot@example.com");
+    let (_, emails) =
+        get_with_auth(&format!("{api}/user/emails"), &format!("Bearer {token4}")).await;
+    assert_eq!(emails.as_array().unwrap().len(), 2);
+    let (_, user) = get_with_auth(&format!("{api}/user"), &format!("Bearer {token}")).await;
+    assert_eq!(user["login"], "octo");
+    assert_eq!(o.issued_codes(), 4);
+}
+
+#[tokio::test]
+async fn oauth_github_refusals() {
+    let o = MockOauth::start().await;
+    let redirect = "http://127.0.0.1:9/auth/github/callback";
+    let (verifier, challenge) = pkce('a');
+    let (other_verifier, _) = pkce('z');
+    let code = oauth_authorize(
+        &o.url(),
+        "/login/oauth/authorize",
+        redirect,
+        &challenge,
+        &[],
+    )
+    .await;
+
+    let err = |v: &Value, code: &str| {
+        assert_eq!(v["error"], code, "{v}");
+        assert!(v["error_description"].is_string(), "{v}");
+        assert!(v.get("access_token").is_none(), "{v}");
+    };
+    // Wrong verifier, missing verifier, wrong redirect_uri, bad secret, missing secret.
+    err(
+        &github_token_json(&o, &code_form(&code, redirect, &other_verifier)).await,
+        "bad_verification_code",
+    );
+    let mut form = code_form(&code, redirect, &verifier);
+    form.pop();
+    err(&github_token_json(&o, &form).await, "bad_verification_code");
+    err(
+        &github_token_json(&o, &code_form(&code, "http://127.0.0.1:9/other", &verifier)).await,
+        "redirect_uri_mismatch",
+    );
+    let mut form = code_form(&code, redirect, &verifier);
+    form[1].1 = "wrong-secret";
+    err(
+        &github_token_json(&o, &form).await,
+        "incorrect_client_credentials",
+    );
+    form.remove(1);
+    err(
+        &github_token_json(&o, &form).await,
+        "incorrect_client_credentials",
+    );
+    let resp = oauth_client()
+        .post(format!("{}/login/oauth/access_token", o.url()))
+        .header("accept", "application/json")
+        .basic_auth(CLIENT_ID, Some("wrong-secret"))
+        .form(&[
+            ("code", code.as_str()),
+            ("redirect_uri", redirect),
+            ("code_verifier", &verifier),
+        ])
+        .send()
+        .await
+        .unwrap();
+    err(&resp.json().await.unwrap(), "incorrect_client_credentials");
+    // Unknown code; form-encoded error.
+    let resp = oauth_client()
+        .post(format!("{}/login/oauth/access_token", o.url()))
+        .form(&code_form("not-a-code", redirect, &verifier))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let f = oauth::parse_form(&resp.text().await.unwrap());
+    assert_eq!(f["error"], "bad_verification_code");
+    assert_eq!(o.issued_tokens(), 0);
+
+    // Failed attempts do not use the code up; success does.
+    let v = github_token_json(&o, &code_form(&code, redirect, &verifier)).await;
+    assert!(v["access_token"].is_string(), "{v}");
+    err(
+        &github_token_json(&o, &code_form(&code, redirect, &verifier)).await,
+        "bad_verification_code",
+    );
+    // An unsupported grant type.
+    let mut form = code_form(&code, redirect, &verifier);
+    form.push(("grant_type", "password"));
+    err(
+        &github_token_json(&o, &form).await,
+        "unsupported_grant_type",
+    );
+    // A challenge method other than S256 is refused at authorize.
+    let resp = oauth_client()
+        .get(format!("{}/login/oauth/authorize", o.url()))
+        .query(&[
+            ("client_id", CLIENT_ID),
+            ("redirect_uri", redirect),
+            ("code_challenge", "x"),
+            ("code_challenge_method", "plain"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_eq!(o.issued_codes(), 1);
+    assert_eq!(o.issued_tokens(), 1);
+    assert_eq!(o.token_requests().len(), 10);
+}
+
+#[tokio::test]
+async fn oauth_oidc_flow() {
+    let o = MockOauth::start().await;
+    let issuer = o.issuer();
+    assert_eq!(issuer, format!("{}/oidc", o.url()));
+    let d: Value = oauth_client()
+        .get(format!("{issuer}/.well-known/openid-configuration"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(d["issuer"], issuer);
+    assert_eq!(d["authorization_endpoint"], format!("{issuer}/authorize"));
+    assert_eq!(d["token_endpoint"], format!("{issuer}/token"));
+    assert_eq!(d["userinfo_endpoint"], format!("{issuer}/userinfo"));
+    assert_eq!(
+        d["device_authorization_endpoint"],
+        format!("{issuer}/device/code")
+    );
+    assert_eq!(d["code_challenge_methods_supported"], json!(["S256"]));
+    assert_eq!(d["response_types_supported"], json!(["code"]));
+    assert_eq!(d["scopes_supported"], json!(["openid", "email", "profile"]));
+
+    let redirect = "http://127.0.0.1:9/auth/google/callback";
+    let (verifier, challenge) = pkce('o');
+    // No response_type; no openid scope.
+    for query in [
+        vec![
+            ("client_id", CLIENT_ID),
+            ("redirect_uri", redirect),
+            ("scope", "openid"),
+        ],
+        vec![
+            ("client_id", CLIENT_ID),
+            ("redirect_uri", redirect),
+            ("scope", "email"),
+            ("response_type", "code"),
+        ],
+        vec![
+            ("client_id", "nope"),
+            ("redirect_uri", redirect),
+            ("scope", "openid"),
+            ("response_type", "code"),
+        ],
+    ] {
+        let resp = oauth_client()
+            .get(format!("{issuer}/authorize"))
+            .query(&query)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{query:?}");
+    }
+    assert_eq!(o.issued_codes(), 0);
+
+    let code = oauth_authorize(
+        &o.url(),
+        "/oidc/authorize",
+        redirect,
+        &challenge,
+        &[("response_type", "code"), ("nonce", "n-123")],
+    )
+    .await;
+    let token_url = format!("{issuer}/token");
+    let post = |form: Vec<(&'static str, String)>, basic: bool| {
+        let mut req = oauth_client().post(&token_url).form(&form);
+        if basic {
+            req = req.basic_auth(CLIENT_ID, Some(CLIENT_SECRET));
+        }
+        async move {
+            let resp = req.send().await.unwrap();
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+        }
+    };
+    let base = |code: &str, redirect: &str, verifier: &str| {
+        vec![
+            ("grant_type", "authorization_code".to_string()),
+            ("code", code.to_string()),
+            ("redirect_uri", redirect.to_string()),
+            ("code_verifier", verifier.to_string()),
+        ]
+    };
+    let (other_verifier, _) = pkce('p');
+    let (s, v) = post(base(&code, redirect, &other_verifier), true).await;
+    assert_eq!((s, v["error"].clone()), (400, json!("invalid_grant")));
+    let (s, v) = post(base(&code, "http://127.0.0.1:9/x", &verifier), true).await;
+    assert_eq!((s, v["error"].clone()), (400, json!("invalid_grant")));
+    let mut bad_secret = base(&code, redirect, &verifier);
+    bad_secret.push(("client_id", CLIENT_ID.into()));
+    bad_secret.push(("client_secret", "wrong".into()));
+    let (s, v) = post(bad_secret, false).await;
+    assert_eq!((s, v["error"].clone()), (400, json!("invalid_client")));
+    let (s, v) = post(base(&code, redirect, &verifier), false).await;
+    assert_eq!((s, v["error"].clone()), (400, json!("invalid_client")));
+    // A JSON body is not OIDC.
+    let resp = oauth_client()
+        .post(&token_url)
+        .json(
+            &json!({"grant_type": "authorization_code", "code": code, "redirect_uri": redirect,
+            "code_verifier": verifier, "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+
+    // Client by Basic.
+    let (s, v) = post(base(&code, redirect, &verifier), true).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["token_type"], "Bearer");
+    assert_eq!(v["expires_in"], 3600);
+    let token = v["access_token"].as_str().unwrap().to_string();
+    let id_token = v["id_token"].as_str().unwrap();
+    let payload = id_token.split('.').nth(1).unwrap();
+    let claims: Value = {
+        use base64::Engine as _;
+        serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(payload)
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    assert_eq!(claims["sub"], "sub-4242");
+    assert_eq!(claims["iss"], issuer);
+    assert_eq!(claims["aud"], CLIENT_ID);
+    assert_eq!(claims["nonce"], "n-123");
+    // Used up.
+    let (s, v) = post(base(&code, redirect, &verifier), true).await;
+    assert_eq!((s, v["error"].clone()), (400, json!("invalid_grant")));
+
+    // Client by body fields.
+    let (verifier2, challenge2) = pkce('q');
+    let code2 = oauth_authorize(
+        &o.url(),
+        "/oidc/authorize",
+        redirect,
+        &challenge2,
+        &[("response_type", "code")],
+    )
+    .await;
+    let mut form = base(&code2, redirect, &verifier2);
+    form.push(("client_id", CLIENT_ID.into()));
+    form.push(("client_secret", CLIENT_SECRET.into()));
+    let (s, v) = post(form, false).await;
+    assert_eq!(s, 200, "{v}");
+
+    let (s, info) = get_with_auth(&format!("{issuer}/userinfo"), &format!("Bearer {token}")).await;
+    assert_eq!(s, 200);
+    assert_eq!(info["sub"], "sub-4242");
+    assert_eq!(info["name"], "Octo Cat");
+    assert_eq!(info["email"], "octo@example.com");
+    assert_eq!(info["email_verified"], true);
+    let (s, _) = get_with_auth(&format!("{issuer}/userinfo"), "Bearer forged").await;
+    assert_eq!(s, 401);
+    // Tokens stay with their shape; codes too.
+    let (s, _) = get_with_auth(&format!("{}/user", o.api_url()), &format!("Bearer {token}")).await;
+    assert_eq!(s, 401);
+    let (verifier3, challenge3) = pkce('r');
+    let gh_code = oauth_authorize(
+        &o.url(),
+        "/login/oauth/authorize",
+        redirect,
+        &challenge3,
+        &[],
+    )
+    .await;
+    let (s, v) = post(base(&gh_code, redirect, &verifier3), true).await;
+    assert_eq!((s, v["error"].clone()), (400, json!("invalid_grant")));
+    let v = github_token_json(&o, &code_form(&gh_code, redirect, &verifier3)).await;
+    let gh_token = v["access_token"].as_str().unwrap();
+    let (s, _) = get_with_auth(&format!("{issuer}/userinfo"), &format!("Bearer {gh_token}")).await;
+    assert_eq!(s, 401);
+}
+
+/// Device flow: asks for a code at `path` and returns (answer, device_code).
+async fn device_start(o: &MockOauth, path: &str, json_accept: bool) -> (Value, String) {
+    let mut req = oauth_client()
+        .post(format!("{}{path}", o.url()))
+        .form(&[("client_id", CLIENT_ID), ("scope", "read:user openid")]);
+    if json_accept {
+        req = req.header("accept", "application/json");
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    let v = serde_json::from_str::<Value>(&text).unwrap_or_else(|_| {
+        let f = oauth::parse_form(&text);
+        json!({
+            "device_code": f["device_code"], "user_code": f["user_code"],
+            "verification_uri": f["verification_uri"],
+            "expires_in": f["expires_in"].parse::<u64>().unwrap(),
+            "interval": f["interval"].parse::<u64>().unwrap(),
+        })
+    });
+    let device = v["device_code"].as_str().unwrap().to_string();
+    (v, device)
+}
+
+async fn device_poll(o: &MockOauth, path: &str, device: &str) -> (u16, Value) {
+    let resp = oauth_client()
+        .post(format!("{}{path}", o.url()))
+        .header("accept", "application/json")
+        .form(&[
+            ("client_id", CLIENT_ID),
+            ("device_code", device),
+            ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn oauth_github_device_flow() {
+    let o = MockOauth::start().await;
+    let (v, _) = device_start(&o, "/login/device/code", false).await;
+    assert_eq!(v["user_code"], "ABCD-1234");
+    assert_eq!(v["verification_uri"], format!("{}/login/device", o.url()));
+    assert_eq!(
+        (v["expires_in"].clone(), v["interval"].clone()),
+        (json!(900), json!(5))
+    );
+    let (v, device) = device_start(&o, "/login/device/code", true).await;
+    assert_eq!(v["user_code"], "ABCD-1234");
+    assert_eq!(v["expires_in"], 900);
+
+    let path = "/login/oauth/access_token";
+    for (state, error) in [
+        (DeviceState::Pending, "authorization_pending"),
+        (DeviceState::SlowDown, "slow_down"),
+        (DeviceState::Expired, "expired_token"),
+        (DeviceState::Denied, "access_denied"),
+    ] {
+        o.set_device_state(state);
+        let (s, v) = device_poll(&o, path, &device).await;
+        assert_eq!((s, v["error"].clone()), (200, json!(error)), "{state:?}");
+        if state == DeviceState::SlowDown {
+            assert_eq!(v["interval"], 10);
+        }
+    }
+    let (s, v) = device_poll(&o, path, "unknown").await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (200, json!("incorrect_device_code"))
+    );
+    o.set_device_state(DeviceState::Approved);
+    let (s, v) = device_poll(&o, path, &device).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["token_type"], "bearer");
+    let token = v["access_token"].as_str().unwrap();
+    assert!(token.starts_with("gho_"));
+    let (s, user) =
+        get_with_auth(&format!("{}/user", o.api_url()), &format!("Bearer {token}")).await;
+    assert_eq!((s, user["id"].clone()), (200, json!(4242)));
+    // Redeemed once.
+    let (_, v) = device_poll(&o, path, &device).await;
+    assert_eq!(v["error"], "incorrect_device_code");
+    // Form-encoded answer without Accept.
+    let (_, device2) = device_start(&o, "/login/device/code", true).await;
+    let text = oauth_client()
+        .post(format!("{}{path}", o.url()))
+        .form(&[
+            ("client_id", CLIENT_ID),
+            ("device_code", device2.as_str()),
+            ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        oauth::parse_form(&text)["access_token"].starts_with("gho_"),
+        "{text}"
+    );
+    // Unknown client at the device endpoint.
+    let resp = oauth_client()
+        .post(format!("{}/login/device/code", o.url()))
+        .form(&[("client_id", "nope")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+}
+
+#[tokio::test]
+async fn oauth_oidc_device_flow() {
+    let o = MockOauth::start().await;
+    let issuer = o.issuer();
+    let (v, device) = device_start(&o, "/oidc/device/code", false).await;
+    assert_eq!(v["user_code"], "ABCD-1234");
+    assert_eq!(v["verification_uri"], format!("{issuer}/device"));
+    assert_eq!(
+        v["verification_uri_complete"],
+        format!("{issuer}/device?user_code=ABCD-1234")
+    );
+    assert_eq!(
+        (v["expires_in"].clone(), v["interval"].clone()),
+        (json!(600), json!(5))
+    );
+
+    let path = "/oidc/token";
+    for (state, error) in [
+        (DeviceState::Pending, "authorization_pending"),
+        (DeviceState::SlowDown, "slow_down"),
+        (DeviceState::Expired, "expired_token"),
+        (DeviceState::Denied, "access_denied"),
+    ] {
+        o.set_device_state(state);
+        let (s, v) = device_poll(&o, path, &device).await;
+        assert_eq!((s, v["error"].clone()), (400, json!(error)), "{state:?}");
+    }
+    // A GitHub device code is not the OIDC provider's.
+    let (_, gh_device) = device_start(&o, "/login/device/code", true).await;
+    let (s, v) = device_poll(&o, path, &gh_device).await;
+    assert_eq!((s, v["error"].clone()), (400, json!("invalid_grant")));
+    o.set_device_state(DeviceState::Approved);
+    o.set_identity(MockIdentity {
+        id: 1,
+        login: "ann".into(),
+        sub: "sub-ann".into(),
+        name: "Ann".into(),
+        emails: vec![MockEmail {
+            email: "ann@example.com".into(),
+            verified: false,
+            primary: true,
+        }],
+    });
+    let (s, v) = device_poll(&o, path, &device).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["token_type"], "Bearer");
+    let token = v["access_token"].as_str().unwrap();
+    let (s, info) = get_with_auth(&format!("{issuer}/userinfo"), &format!("Bearer {token}")).await;
+    assert_eq!(s, 200);
+    assert_eq!(info["sub"], "sub-ann");
+    assert_eq!(info["email"], "ann@example.com");
+    assert_eq!(info["email_verified"], false);
+    let (s, v) = device_poll(&o, path, &device).await;
+    assert_eq!((s, v["error"].clone()), (400, json!("invalid_grant")));
+    assert_eq!(o.token_requests().len(), 7);
 }

@@ -5,6 +5,7 @@
 pub mod assert;
 pub mod hosting;
 pub mod mock;
+pub mod oauth;
 pub mod python;
 
 use std::future::Future;
