@@ -174,6 +174,7 @@ impl Accounts {
             prev_hash: None,
             prev_valid_until: None,
             source: source.to_string(),
+            created_ms: crate::time::now_unix_ms(),
         };
         Ok(IssuedKey { record, secret })
     }
@@ -183,6 +184,19 @@ impl Accounts {
         name: String,
         email: Option<String>,
         limits: Option<LimitValues>,
+        source: &str,
+    ) -> Result<(UserRecord, IssuedKey), AccountError> {
+        self.create_user_with_key(name, email, limits, NewKey::default(), source)
+            .await
+    }
+
+    /// A new user and its first key, described by `key`.
+    pub async fn create_user_with_key(
+        &self,
+        name: String,
+        email: Option<String>,
+        limits: Option<LimitValues>,
+        key: NewKey,
         source: &str,
     ) -> Result<(UserRecord, IssuedKey), AccountError> {
         if name.is_empty() || name.len() > 200 || name.chars().any(|c| c.is_control() || c == '/') {
@@ -197,7 +211,7 @@ impl Accounts {
             created_at: now,
             limits,
         };
-        let issued = self.new_key_record(&name, NewKey::default(), source, now)?;
+        let issued = self.new_key_record(&name, key, source, now)?;
         let (user_out, record) = (user.clone(), issued.record.clone());
         self.with_store(move |store| {
             if !store.insert_user(&user)? {

@@ -17,6 +17,7 @@ use crate::idempotency::Idempotency;
 use crate::images::Images;
 use crate::limits::Limiter;
 use crate::metrics::Metrics;
+use crate::oauth::Signin;
 use crate::store::spool::{self, RecordSink, SpoolWriter};
 use crate::store::StoreSlot;
 use crate::usage::UsageRecorder;
@@ -35,6 +36,8 @@ pub struct App {
     pub idempotency: Idempotency,
     /// Present when the configuration has an `images` section.
     pub images: Option<Images>,
+    /// Present when the configuration has an `oauth` section.
+    pub signin: Option<Signin>,
     pub headers: HeaderPolicy,
     pub access_log: AccessLog,
     pub started: Instant,
@@ -63,6 +66,7 @@ impl App {
         Ok(Arc::new(App {
             router,
             images,
+            signin: config.oauth.clone().map(Signin::new),
             hosts: HostTable::new(&config.hosts)?,
             headers: HeaderPolicy::new(config.cors.as_ref(), config.security_headers),
             access_log: AccessLog::new(config.access_log),

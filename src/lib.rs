@@ -18,6 +18,7 @@ pub mod idempotency;
 pub mod images;
 pub mod limits;
 pub mod metrics;
+pub mod oauth;
 pub mod outbound;
 pub mod store;
 pub mod time;

@@ -73,6 +73,9 @@ pub async fn admit(
     if method == Method::POST && path == "/cache/delete" {
         return cache_delete(app, session).await;
     }
+    if let Some(answer) = super::signin::answer(app, session).await {
+        return answer.map(|r| Admission::Response(Box::new(r)));
+    }
 
     let is_prompt = path.starts_with("/prompt/");
     let secret = session
@@ -288,6 +291,7 @@ async fn idempotency_gate(
         }
         Decision::Judge(existing) => existing,
     };
+    ctx.body_consumed = true;
     let body_hash = read_body_hash(session, app.config.limits.max_body_bytes).await?;
     let outcome = app.idempotency.judge(&scope, existing, body_hash).await;
     let (label, result) = match outcome {
@@ -357,7 +361,7 @@ async fn cache_delete(app: &App, session: &mut Session) -> Result<Admission, Api
 }
 
 /// A small JSON body read in `request_filter`, for requests the gateway answers itself.
-async fn read_small_body(session: &mut Session) -> Result<Vec<u8>, ApiError> {
+pub(super) async fn read_small_body(session: &mut Session) -> Result<Vec<u8>, ApiError> {
     const LIMIT: usize = 64 * 1024;
     let mut body = Vec::new();
     loop {

@@ -68,6 +68,8 @@ pub struct RequestCtx {
     pub image_rewrite: Option<Rewrite>,
     /// Relayed to the new process of an upgrade (see `relay`).
     pub relay: bool,
+    /// `request_filter` read the request body itself (it cannot be proxied or relayed).
+    pub body_consumed: bool,
 }
 
 impl RequestCtx {
@@ -106,6 +108,7 @@ impl RequestCtx {
             keeper: None,
             image_rewrite: None,
             relay: false,
+            body_consumed: false,
         }
     }
 

@@ -12,6 +12,7 @@ pub mod relay;
 pub mod respond;
 pub mod rewrite;
 pub mod route;
+pub mod signin;
 pub mod upstream;
 
 use std::sync::Arc;
@@ -36,7 +37,7 @@ pub struct Gateway {
 }
 
 /// How long a request relayed during an upgrade waits for the new process to announce itself.
-const RELAY_WAIT: Duration = Duration::from_secs(5);
+const RELAY_WAIT: Duration = Duration::from_secs(10);
 
 /// Marks an error as one the gateway chose (its answer is in `ctx.error`). A request refused
 /// for what its body broke does not count against the limits (SPEC §3.6).
@@ -112,7 +113,12 @@ impl ProxyHttp for Gateway {
     /// Preflight, local routes, key check and routing (see `admission`). `Ok(true)` when the
     /// gateway answered itself.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let admission = admission::admit(&self.app, session, ctx).await;
+        let mut admission = admission::admit(&self.app, session, ctx).await;
+        if relay::store_went_away(&self.app, &admission, ctx.body_consumed) {
+            // The store was handed to a new process while this request was being admitted.
+            ctx.ticket = None;
+            admission = Ok(admission::Admission::Relay);
+        }
         let answered = admission::answer(&self.app, session, ctx, admission).await?;
         ctx.local_status = answered;
         Ok(answered.is_some())

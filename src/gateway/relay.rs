@@ -65,3 +65,14 @@ impl Relay {
         let _ = std::fs::remove_file(&self.own);
     }
 }
+
+/// A request refused with 503 because sled went to the new process while it was being admitted
+/// (a key or Idempotency-Key lookup found the store gone): it can still be relayed, as long as
+/// its body was not read here.
+pub fn store_went_away(
+    app: &crate::app::App,
+    admission: &Result<super::admission::Admission, super::respond::ApiError>,
+    body_consumed: bool,
+) -> bool {
+    matches!(admission, Err(e) if e.status == 503) && app.store.is_released() && !body_consumed
+}

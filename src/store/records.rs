@@ -36,9 +36,13 @@ pub struct KeyRecord {
     pub prev_hash: Option<String>,
     #[serde(default)]
     pub prev_valid_until: Option<i64>,
-    /// Who issued it: `admin`, `self` (rotated by its owner) or a sign-in provider.
+    /// Who issued it: `admin`, `self` (rotated by its owner) or `sign-in:{provider}`.
     #[serde(default)]
     pub source: String,
+    /// Issue time in milliseconds, to order keys issued within one second (sign-in keys past
+    /// `max_keys_per_user` go oldest first). Absent in records from before it existed.
+    #[serde(default)]
+    pub created_ms: u64,
 }
 
 impl KeyRecord {
