@@ -205,13 +205,8 @@ impl Signin {
         state: Option<&str>,
     ) -> Result<(Issued, Option<String>), SigninError> {
         let p = self.provider(name)?;
-        let state: State = state
-            .and_then(|s| token::verify(&self.section.state_secret, s))
-            .ok_or(SigninError::InvalidState)?;
         let now = crate::time::now_unix();
-        if state.p != name || state.e < now {
-            return Err(SigninError::InvalidState);
-        }
+        let state = check_state(&self.section.state_secret, name, state, now)?;
         // Single use: the verifier leaves the map with the first callback that names it.
         let verifier = self
             .pending
@@ -422,6 +417,19 @@ impl Signin {
     }
 }
 
+/// A callback's `state`: signed with `secret`, unaltered, for provider `name`, not expired.
+fn check_state(
+    secret: &str,
+    name: &str,
+    state: Option<&str>,
+    now: i64,
+) -> Result<State, SigninError> {
+    state
+        .and_then(|s| token::verify::<State>(secret, s))
+        .filter(|s| s.p == name && s.e >= now)
+        .ok_or(SigninError::InvalidState)
+}
+
 /// `*` matches any run of characters; in the `scheme://authority` part it stops at `/`, `@`,
 /// `?` and `#`, so `http://127.0.0.1:*/*` cannot be stretched to another host.
 pub fn redirect_allowed(patterns: &[String], uri: &str) -> bool {
@@ -506,6 +514,29 @@ mod tests {
         ] {
             assert!(!redirect_allowed(&p, bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn states_are_checked_for_signature_provider_and_expiry() {
+        let secret = "k".repeat(32);
+        let state = token::sign(
+            &secret,
+            &State {
+                p: "github".into(),
+                n: "nonce".into(),
+                r: None,
+                e: 1_000,
+            },
+        );
+        assert!(check_state(&secret, "github", Some(&state), 1_000).is_ok());
+        for (name, now) in [("github", 1_001), ("corp", 999)] {
+            assert_eq!(
+                check_state(&secret, name, Some(&state), now).err(),
+                Some(SigninError::InvalidState)
+            );
+        }
+        assert!(check_state(&"x".repeat(32), "github", Some(&state), 0).is_err());
+        assert!(check_state(&secret, "github", None, 0).is_err());
     }
 
     #[test]
