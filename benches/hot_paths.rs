@@ -1,5 +1,6 @@
 //! Per-request costs of the gateway's own work, measured in isolation: key hashing and the
-//! warm key check, the upstream request rewrite, the route label, and the model gate.
+//! warm key check, the upstream request rewrite, the route label, the model gate, the limit
+//! check, usage parsing of a 4 KiB SSE chunk, and the Idempotency-Key fingerprint.
 //!
 //! `cargo bench --bench hot_paths`
 
@@ -9,6 +10,7 @@ use std::time::Duration;
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use pingora::http::RequestHeader;
 
+use sha2::{Digest, Sha256};
 use tollgate::auth::{generate_secret, hash_secret, hex, KeyDirectory};
 use tollgate::config::BackendUrl;
 use tollgate::gateway::model_gate::{BodyKind, ModelGate};
@@ -17,6 +19,7 @@ use tollgate::gateway::route::route_label;
 use tollgate::gateway::upstream::Backend;
 use tollgate::limits::{Limiter, Limits, Subject};
 use tollgate::store::{KeyRecord, Store, StoreSlot};
+use tollgate::usage::parse::{ResponseKind, UsageMeter};
 
 fn key_check(c: &mut Criterion) {
     let dir = std::env::temp_dir().join(format!("tollgate-bench-{}", std::process::id()));
@@ -122,5 +125,49 @@ fn limit_check(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, key_check, rewrite, model_gate, limit_check);
+/// A 4 KiB chunk of chat-completion SSE events, metered (and with the usage chunk stripping on,
+/// as when the gateway injected `include_usage`).
+fn usage_parsing(c: &mut Criterion) {
+    let event = r#"data: {"id":"chatcmpl-C1x9Kq","object":"chat.completion.chunk","created":1754400000,"model":"gpt-4o-mini-2024-07-18","service_tier":"default","system_fingerprint":"fp_34a54ae93c","choices":[{"index":0,"delta":{"content":" token"},"logprobs":null,"finish_reason":null}],"usage":null,"obfuscation":"xY"}"#;
+    let mut chunk = Vec::new();
+    while chunk.len() + event.len() + 2 <= 4096 {
+        chunk.extend_from_slice(event.as_bytes());
+        chunk.extend_from_slice(b"\n\n");
+    }
+    let chunk = bytes::Bytes::from(chunk);
+    for (name, strip) in [
+        ("usage parsing, 4 KiB SSE chunk", false),
+        ("usage parsing + usage-chunk strip, 4 KiB SSE chunk", true),
+    ] {
+        let mut meter = UsageMeter::new(ResponseKind::Sse, strip);
+        c.bench_function(name, |b| b.iter(|| meter.feed(black_box(chunk.clone()))));
+    }
+}
+
+/// What an Idempotency-Key costs a request: its scope, and the SHA-256 of a 4 KiB body.
+fn idempotency_fingerprint(c: &mut Criterion) {
+    let body = vec![b'x'; 4096];
+    c.bench_function("idempotency fingerprint (scope + 4 KiB body hash)", |b| {
+        b.iter(|| {
+            let scope = tollgate::idempotency::scope(
+                black_box("key_bench"),
+                "POST",
+                "/v1/chat/completions",
+                black_box(b"order-4711"),
+            );
+            let body_hash: [u8; 32] = Sha256::digest(black_box(&body)).into();
+            (scope, body_hash)
+        })
+    });
+}
+
+criterion_group!(
+    benches,
+    key_check,
+    rewrite,
+    model_gate,
+    limit_check,
+    usage_parsing,
+    idempotency_fingerprint
+);
 criterion_main!(benches);
