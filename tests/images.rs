@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use common::assert::{assert_error, header_str};
+use common::assert::{assert_error, header_str, metric_series};
 use common::mock::{ImageOptions, ImageReply, MockUpstream, Mode};
 use common::{eventually, new_user, GatewayConfig, TestGateway, ADMIN_TOKEN};
 
@@ -77,14 +77,8 @@ fn json_of(a: &Answer) -> Value {
     })
 }
 
-async fn metric(gw: &TestGateway, line_start: &str) -> f64 {
-    gw.metrics()
-        .await
-        .lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
+async fn metric(gw: &TestGateway, series: &str) -> f64 {
+    metric_series(&gw.metrics().await, series).unwrap_or(0.0)
 }
 
 // ---------------------------------------------------------------------------------------------

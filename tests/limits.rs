@@ -13,7 +13,7 @@ use rand::seq::SliceRandom;
 use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
 
-use common::assert::{assert_error, header_str};
+use common::assert::{assert_error, header_str, metric_series};
 use common::mock::MockUpstream;
 use common::{
     chat_body, eventually, fresh_client, start_with_mock, GatewayConfig, TestGateway, ADMIN_TOKEN,
@@ -142,15 +142,8 @@ fn is_reset_duration(s: &str) -> bool {
     }
 }
 
-/// The value of one metric series (`name{labels}`) in Prometheus text, if present.
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .map(|v| v.trim().parse().expect("metric value"))
-}
-
 async fn rate_limited(gw: &TestGateway, limit: &str) -> f64 {
-    metric(
+    metric_series(
         &gw.metrics().await,
         &format!("tollgate_rate_limited_total{{limit=\"{limit}\"}}"),
     )
@@ -874,7 +867,7 @@ async fn rate_limit_refusals_are_counted_in_metrics() {
 
     let text = gw.metrics().await;
     let series = |limit: &str| {
-        metric(
+        metric_series(
             &text,
             &format!("tollgate_rate_limited_total{{limit=\"{limit}\"}}"),
         )

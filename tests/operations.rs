@@ -112,15 +112,6 @@ struct LoadCounters {
     retried: AtomicU64,
 }
 
-fn exited(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| rest.starts_with('Z')),
-    }
-}
-
 #[tokio::test]
 async fn three_upgrades_under_load_lose_no_request_stream_or_usage() {
     let mock = MockUpstream::start().await;
@@ -153,7 +144,7 @@ async fn three_upgrades_under_load_lose_no_request_stream_or_usage() {
         let mut old = gw.upgrade().await;
         let old_pid = old.id();
         assert!(
-            wait_until(WAIT, || exited(old_pid)).await,
+            wait_until(WAIT, || common::has_exited(old_pid)).await,
             "the old process exits after draining"
         );
         let status = old.wait().unwrap();

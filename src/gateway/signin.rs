@@ -55,6 +55,9 @@ fn api_error(e: SigninError) -> ApiError {
 
 /// Answers an `/auth/…` request, or `None` when the path is not a sign-in route.
 pub async fn answer(app: &App, session: &mut Session) -> Option<Result<LocalResponse, ApiError>> {
+    if !session.req_header().uri.path().starts_with("/auth/") {
+        return None;
+    }
     let path = session.req_header().uri.path().to_string();
     let rest = path.strip_prefix("/auth/")?;
     let Some(signin) = app.signin.as_ref() else {

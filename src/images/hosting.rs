@@ -26,6 +26,7 @@
 
 use async_trait::async_trait;
 use bytes::{BufMut, Bytes, BytesMut};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use rand::distr::{Alphanumeric, SampleString};
 use serde_json::Value;
 use std::time::Duration;
@@ -81,19 +82,28 @@ pub trait ImageHost: Send + Sync {
 pub fn host_for(section: &HostingSection) -> Box<dyn ImageHost> {
     let key = section.key.clone().filter(|k| !k.is_empty());
     match section.provider {
-        HostingProvider::Smms => Box::new(Smms {
+        HostingProvider::Smms => Box::new(KeyedHost {
+            provider: HostingProvider::Smms,
             url: section
                 .url
                 .clone()
                 .unwrap_or_else(|| SMMS_DEFAULT_URL.to_string()),
             key,
+            // SM.MS takes the raw token, not `Bearer …`.
+            key_header: "authorization",
+            file_field: "smfile",
+            parse: parse_smms,
         }),
-        HostingProvider::Picgo => Box::new(Picgo {
+        HostingProvider::Picgo => Box::new(KeyedHost {
+            provider: HostingProvider::Picgo,
             url: section
                 .url
                 .clone()
                 .unwrap_or_else(|| PICGO_DEFAULT_URL.to_string()),
             key,
+            key_header: "x-api-key",
+            file_field: "source",
+            parse: parse_picgo,
         }),
         HostingProvider::CloudflareImgbed => {
             // Validation requires `url` for this provider; without it every upload fails with
@@ -122,14 +132,14 @@ fn limits() -> Limits {
     }
 }
 
-struct Smms {
+/// SM.MS and PicGo: the same exchange, with the key in a header and the file in a field.
+struct KeyedHost {
+    provider: HostingProvider,
     url: String,
     key: Option<String>,
-}
-
-struct Picgo {
-    url: String,
-    key: Option<String>,
+    key_header: &'static str,
+    file_field: &'static str,
+    parse: fn(u16, &[u8]) -> Result<String, HostingError>,
 }
 
 struct Imgbed {
@@ -143,9 +153,9 @@ struct Imgbed {
 }
 
 #[async_trait]
-impl ImageHost for Smms {
+impl ImageHost for KeyedHost {
     fn provider(&self) -> &'static str {
-        HostingProvider::Smms.as_str()
+        self.provider.as_str()
     }
 
     async fn upload(
@@ -158,41 +168,21 @@ impl ImageHost for Smms {
         let auth: Vec<(&str, &str)> = self
             .key
             .as_deref()
-            .map(|k| ("authorization", k))
+            .map(|k| (self.key_header, k))
             .into_iter()
             .collect();
         let reply = post_multipart(
-            client, resolver, "smms", &self.url, &auth, "smfile", image, &secrets,
+            client,
+            resolver,
+            self.provider(),
+            &self.url,
+            &auth,
+            self.file_field,
+            image,
+            &secrets,
         )
         .await?;
-        parse_smms(reply.status, &reply.body).map_err(|e| redact(e, &secrets))
-    }
-}
-
-#[async_trait]
-impl ImageHost for Picgo {
-    fn provider(&self) -> &'static str {
-        HostingProvider::Picgo.as_str()
-    }
-
-    async fn upload(
-        &self,
-        client: &HttpClient,
-        resolver: &Resolver,
-        image: &Upload<'_>,
-    ) -> Result<String, HostingError> {
-        let secrets = [self.key.as_deref()];
-        let auth: Vec<(&str, &str)> = self
-            .key
-            .as_deref()
-            .map(|k| ("x-api-key", k))
-            .into_iter()
-            .collect();
-        let reply = post_multipart(
-            client, resolver, "picgo", &self.url, &auth, "source", image, &secrets,
-        )
-        .await?;
-        parse_picgo(reply.status, &reply.body).map_err(|e| redact(e, &secrets))
+        (self.parse)(reply.status, &reply.body).map_err(|e| redact(e, &secrets))
     }
 }
 
@@ -385,15 +375,12 @@ fn imgbed_upload_url(url: &str, auth_code: Option<&str>) -> String {
 
 /// Percent-encodes a query value: everything but `A-Z a-z 0-9 - . _ ~`.
 fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    utf8_percent_encode(s, UNRESERVED).to_string()
 }
 
 // ---------------------------------------------------------------------------------------------

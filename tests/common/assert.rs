@@ -79,3 +79,11 @@ pub async fn assert_works(gw: &TestGateway, key: &str) {
     let (status, body) = gw.chat_reply(key, "gpt-4o-mini").await;
     assert_eq!(status, 200, "public API with this key: {body}");
 }
+
+/// The value of one metric series (`name{labels}`, labels in Prometheus' sorted order) in
+/// Prometheus text, if present.
+pub fn metric_series(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| v.trim().parse().expect("metric value"))
+}

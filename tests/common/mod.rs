@@ -599,6 +599,16 @@ pub async fn new_user(gw: &TestGateway, name: &str) -> (String, String) {
     (id, secret)
 }
 
+/// Whether process `pid` has exited (gone, or a zombie waiting to be reaped).
+pub fn has_exited(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z')),
+    }
+}
+
 /// Sends SIGTERM to the gateway and waits up to `limit` until the process has exited (a zombie
 /// until `stop` reaps it).
 pub async fn terminate_gracefully(gw: &mut TestGateway, limit: Duration) {
@@ -608,15 +618,7 @@ pub async fn terminate_gracefully(gw: &mut TestGateway, limit: Duration) {
         .status()
         .expect("run kill");
     assert!(status.success(), "kill -TERM {pid}");
-    let exited = wait_until(limit, || {
-        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Err(_) => true,
-            Ok(stat) => stat
-                .rsplit_once(") ")
-                .is_some_and(|(_, rest)| rest.starts_with('Z')),
-        }
-    })
-    .await;
+    let exited = wait_until(limit, || has_exited(pid)).await;
     assert!(exited, "the gateway did not exit after SIGTERM");
     gw.stop();
 }
