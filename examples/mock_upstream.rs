@@ -1,7 +1,9 @@
 //! Mock OpenAI-compatible upstream for the demo (`make run`) and benchmarks.
 //!
-//! Usage: `mock_upstream [--listen ADDR] [--image-bytes N]` (default 127.0.0.1:8900; with
-//! `--image-bytes`, every generated image is padded to N bytes, for image benchmarks). Prints
+//! Usage: `mock_upstream [--listen ADDR] [--image-bytes N] [--no-record]` (default
+//! 127.0.0.1:8900; with `--image-bytes`, every generated image is padded to N bytes, for image
+//! benchmarks; `--no-record` keeps no copy of the requests, so a long benchmark does not grow
+//! the mock's memory). Prints
 //! `mock upstream listening on ADDR` once it accepts connections, then serves
 //! until killed. Behaviour is documented in tests/common/mock.rs.
 
@@ -13,21 +15,25 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 const USAGE: &str =
-    "usage: mock_upstream [--listen ADDR] [--image-bytes N]   (default 127.0.0.1:8900)";
+    "usage: mock_upstream [--listen ADDR] [--image-bytes N] [--no-record]   (default 127.0.0.1:8900)";
 
 struct Args {
     listen: SocketAddr,
     image_bytes: Option<usize>,
+    record: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut listen = String::from("127.0.0.1:8900");
     let mut image_bytes = None;
+    let mut record = true;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         if arg == "--image-bytes" {
             let n = args.next().ok_or("--image-bytes needs a number")?;
             image_bytes = Some(n.parse().map_err(|_| format!("bad --image-bytes {n:?}"))?);
+        } else if arg == "--no-record" {
+            record = false;
         } else if arg == "--listen" {
             listen = args.next().ok_or("--listen needs an address")?;
         } else if let Some(value) = arg.strip_prefix("--listen=") {
@@ -45,6 +51,7 @@ fn parse_args() -> Result<Args, String> {
     Ok(Args {
         listen,
         image_bytes,
+        record,
     })
 }
 
@@ -65,6 +72,7 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    mock.set_recording(args.record);
     if let Some(bytes) = args.image_bytes {
         mock.set_image_options(mock::ImageOptions {
             size_bytes: Some(bytes),

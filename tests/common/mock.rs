@@ -44,7 +44,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -200,6 +200,8 @@ struct Shared {
     base_url: String,
     mode: Mutex<Mode>,
     requests: Mutex<Vec<RecordedRequest>>,
+    /// Off for benchmarks, where keeping every request would grow without bound.
+    recording: AtomicBool,
     cancelled_streams: AtomicUsize,
     open_connections: AtomicUsize,
     next_id: AtomicU64,
@@ -248,6 +250,7 @@ impl MockUpstream {
             base_url: format!("http://{addr}"),
             mode: Mutex::new(Mode::Normal),
             requests: Mutex::new(Vec::new()),
+            recording: AtomicBool::new(true),
             cancelled_streams: AtomicUsize::new(0),
             open_connections: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
@@ -284,6 +287,11 @@ impl MockUpstream {
     /// Wait until at least `n` requests were recorded; false on timeout.
     pub async fn wait_for_requests(&self, n: usize, timeout: Duration) -> bool {
         self.wait_until(timeout, || self.request_count() >= n).await
+    }
+
+    /// Whether requests are kept for [`MockUpstream::requests`] (on by default).
+    pub fn set_recording(&self, on: bool) {
+        self.shared.recording.store(on, Ordering::Relaxed);
     }
 
     pub fn set_mode(&self, mode: Mode) {
@@ -503,6 +511,14 @@ struct Ctx {
     drop_after: Option<usize>,
 }
 
+/// A sleep that costs nothing when there is nothing to wait for: a zero tokio sleep still
+/// goes through the timer wheel (millisecond ticks), which would blur latency benchmarks.
+async fn pause(duration: Duration) {
+    if !duration.is_zero() {
+        tokio::time::sleep(duration).await;
+    }
+}
+
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> HandlerResult {
     let mode = shared.mode.lock().unwrap().clone();
     let (parts, body) = req.into_parts();
@@ -511,6 +527,10 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> HandlerResult {
     // after sending a complete request, hyper drops this handler future, but
     // the request did arrive complete and must still be recorded. An
     // incomplete body makes `collect` fail, so it is never recorded.
+    if !shared.recording.load(Ordering::Relaxed) {
+        let body = body.collect().await.map_err(io::Error::other)?.to_bytes();
+        return answer(shared, parts, body, mode).await;
+    }
     let record = RecordedRequest {
         method: parts.method.to_string(),
         path: parts
@@ -540,13 +560,21 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> HandlerResult {
         })
     };
     let body = recorder.await.map_err(io::Error::other)??;
+    answer(shared, parts, body, mode).await
+}
 
+async fn answer(
+    shared: Arc<Shared>,
+    parts: hyper::http::request::Parts,
+    body: Bytes,
+    mode: Mode,
+) -> HandlerResult {
     let knobs = Knobs::from_headers(&parts.headers);
     let drop_after = match mode {
         Mode::Normal => None,
         Mode::StreamThenDrop { events_before_drop } => Some(events_before_drop),
         Mode::Status(code, text) => {
-            tokio::time::sleep(knobs.first_byte_delay).await;
+            pause(knobs.first_byte_delay).await;
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             return Ok(with_request_id(
                 &shared,
@@ -564,7 +592,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> HandlerResult {
         }
     };
 
-    tokio::time::sleep(knobs.first_byte_delay).await;
+    pause(knobs.first_byte_delay).await;
     let ctx = Ctx {
         shared: shared.clone(),
         method: parts.method,
@@ -612,7 +640,7 @@ async fn route(ctx: &Ctx) -> Response<MockBody> {
     // Non-streaming answers treat x-mock-delay-ms as a delay before the
     // answer; streams use it between events instead (see `is_sse` below).
     let delayed = |resp: Response<MockBody>| async {
-        tokio::time::sleep(ctx.knobs.plain_delay()).await;
+        pause(ctx.knobs.plain_delay()).await;
         resp
     };
 
