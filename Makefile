@@ -46,6 +46,12 @@ lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
+# Side by side on loopback: the mock directly, a bare Pingora proxy, Tollgate, Tollgate with
+# Idempotency-Key, SSE; a fixed 2,000 requests/s; RSS with 100,000 keys; SSE streams held open.
+# Installs wrk and hey when missing (see benches/compare.sh).
+bench: deps
+	benches/compare.sh
+
 # Cache-hit throughput of /prompt for a 1 MiB image (wrk, loopback; see benches/image_hits.sh).
 bench-images: deps
 	benches/image_hits.sh

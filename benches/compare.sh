@@ -1,0 +1,240 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark (make bench): the same chat-completion load, on loopback, against
+#   (a) the mock upstream directly,
+#   (b) a bare Pingora passthrough proxy (examples/bare_proxy.rs): the floor,
+#   (c) Tollgate with authentication, limits, metering and metrics (access log off),
+#   (d) (c) with a fresh Idempotency-Key on every request,
+#   (e) SSE streams through (b) and through (c),
+# then a fixed 2,000 requests/s through (a) and (c) for the added latency, Tollgate's own
+# tollgate_overhead_seconds over that run, its peak RSS with 100,000 keys in the store, and
+# thousands of SSE streams held open at once.
+#
+# The gateway under test (bare proxy or Tollgate, one worker thread) runs on core 0; the load
+# generators (wrk for closed-loop throughput, hey for the fixed rate) and the mock upstream run
+# on core 1. "gw CPU" is the gateway's CPU time per request, from /proc: the cost that the
+# throughput ratio reflects only when the gateway's core is the one that is full ("gw busy").
+#
+# Environment: DURATION (per closed-loop run, default 8s), CONNECTIONS (default 64),
+# RATE (fixed-rate run, default 2000), RATE_DURATION (default 10s), KEYS (in the store, default
+# 100000), HOLD_STREAMS (default 9900: each proxied stream takes two descriptors in the gateway,
+# and the hard open-files limit here is 20,000; see README), SKIP_HOLD=1 to skip that part,
+# TOLLGATE (the gateway binary, default target/release/tollgate).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-8s}
+CONNECTIONS=${CONNECTIONS:-64}
+RATE=${RATE:-2000}
+RATE_DURATION=${RATE_DURATION:-10s}
+LATENCY_DURATION=${LATENCY_DURATION:-5s}
+KEYS=${KEYS:-100000}
+HOLD_STREAMS=${HOLD_STREAMS:-9900}
+# Another build of the gateway to measure (e.g. an older commit's, for a before/after).
+TOLLGATE=${TOLLGATE:-target/release/tollgate}
+
+sudo_cmd=$([ "$(id -u)" = 0 ] || echo sudo)
+for tool in wrk hey; do
+  command -v "$tool" >/dev/null || { $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq "$tool"; }
+done
+cargo build --release --quiet --bin tollgate --example mock_upstream --example bare_proxy --example seed_keys
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
+# taskset execs the program, so $! is the program's own pid (for its CPU time and RSS).
+pin() { if [ "$(nproc)" -ge 2 ]; then echo taskset -c "$1"; fi; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+rss_mib() { awk -v f="$2" '$1 == f":" {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
+
+dir=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+
+mock_port=$(free_port); bare_port=$(free_port); port=$(free_port)
+admin_port=$(free_port); metrics_port=$(free_port)
+
+$(pin 1) target/release/examples/mock_upstream --listen "127.0.0.1:$mock_port" --no-record >"$dir/mock.log" &
+pids+=($!)
+$(pin 0) target/release/examples/bare_proxy --listen "127.0.0.1:$bare_port" --upstream "127.0.0.1:$mock_port" >"$dir/bare.log" 2>&1 &
+bare=$!
+pids+=($bare)
+
+echo "seeding $KEYS keys into the store..."
+target/release/examples/seed_keys --store "$dir/data" --keys "$KEYS" --print 1000 >"$dir/keys.txt"
+
+# Limits high enough never to refuse, so that every check still runs on every request.
+cat >"$dir/tollgate.yaml" <<EOF
+server: { threads: 1, pid_file: $dir/tollgate.pid, upgrade_sock: $dir/upgrade.sock, grace_period_seconds: 0, graceful_shutdown_timeout_seconds: 1 }
+listen: [ { addr: "127.0.0.1:$port" } ]
+admin: { listen: "127.0.0.1:$admin_port", token: bench-admin-token-0123456789 }
+metrics: { listen: "127.0.0.1:$metrics_port" }
+storage: { path: $dir/data }
+upstreams:
+  openai: { backends: ["http://127.0.0.1:$mock_port"], keys: [sk-bench-provider-key] }
+limits:
+  requests_per_minute: 100000000
+  requests_per_day: 1000000000
+  tokens_per_minute: 1000000000
+  tokens_per_day: 100000000000
+  max_concurrent: 100000
+access_log: false
+EOF
+$(pin 0) "$TOLLGATE" serve -c "$dir/tollgate.yaml" >"$dir/tollgate.log" 2>&1 &
+gw=$!
+pids+=($gw)
+for p in "$mock_port" "$bare_port" "$port" "$metrics_port"; do
+  wait_port "$p" || { echo "port $p did not open"; cat "$dir"/*.log; exit 1; }
+done
+# The store opens in the background; the first request waits for it.
+curl -sf -o /dev/null -H "Authorization: Bearer $(head -1 "$dir/keys.txt")" -H 'Content-Type: application/json' \
+  -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"warm up"}]}' \
+  "http://127.0.0.1:$port/v1/chat/completions" || { echo "Tollgate refused the warm-up request"; cat "$dir/tollgate.log"; exit 1; }
+
+# Waits (up to 15 s) until neither gateway is using its core: work left over from one run
+# (Tollgate's write-behind of thousands of records) must not land in the next.
+settle() {
+  local g0 b0 g1 b1
+  for _ in $(seq 1 30); do
+    g0=$(cpu_ticks "$gw"); b0=$(cpu_ticks "$bare"); sleep 0.5
+    g1=$(cpu_ticks "$gw"); b1=$(cpu_ticks "$bare")
+    [ $((g1 - g0 + b1 - b0)) -le 2 ] && return 0
+  done
+}
+
+rows=()
+# run LABEL URL GATEWAY_PID [ENV...]: wrk for DURATION, one line of results; sets last_rps.
+run() {
+  local label=$1 url=$2 pid=$3
+  shift 3
+  settle
+  env "$@" $(pin 1) wrk -t1 -c"$CONNECTIONS" -d1s -s benches/wrk/chat.lua "$url" >/dev/null # warm-up
+  local t0 c0 t1 c1
+  t0=$(date +%s.%N); c0=$( [ "$pid" = - ] && echo 0 || cpu_ticks "$pid")
+  env "$@" $(pin 1) wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --timeout 10s -s benches/wrk/chat.lua "$url" >"$dir/wrk.txt"
+  t1=$(date +%s.%N); c1=$( [ "$pid" = - ] && echo 0 || cpu_ticks "$pid")
+  local result
+  result=$(grep '^RESULT' "$dir/wrk.txt") || { cat "$dir/wrk.txt"; exit 1; }
+  read -r _ rps p50 p99 mean non2xx sockerr total <<<"$result"
+  if [ "$non2xx" != 0 ] || [ "$sockerr" != 0 ]; then
+    echo "$label: $non2xx non-2xx answers and $sockerr socket errors out of $total; not a valid run" >&2
+    exit 1
+  fi
+  local ticks hz cpu busy
+  hz=$(getconf CLK_TCK)
+  ticks=$((c1 - c0))
+  if [ "$pid" = - ]; then cpu="-"; busy="-"; else
+    cpu=$(awk -v t="$ticks" -v hz="$hz" -v n="$total" 'BEGIN {printf "%.1f", t / hz / n * 1e6}')
+    busy=$(awk -v t="$ticks" -v hz="$hz" -v a="$t0" -v b="$t1" 'BEGIN {printf "%.0f%%", t / hz / (b - a) * 100}')
+  fi
+  rows+=("$(printf '%-34s %10.0f %9.3f %9.3f %10s %8s' "$label" "$rps" "$(echo "$p50" | awk '{print $1/1000}')" "$(echo "$p99" | awk '{print $1/1000}')" "$cpu" "$busy")")
+  printf '%s\n' "${rows[-1]}"
+  last_rps=$rps
+}
+
+direct="http://127.0.0.1:$mock_port"
+bare_url="http://127.0.0.1:$bare_port"
+tg="http://127.0.0.1:$port"
+keys="BENCH_KEYS=$dir/keys.txt"
+
+printf '%-34s %10s %9s %9s %10s %8s\n' scenario "req/s" "p50 ms" "p99 ms" "gw CPU µs" "gw busy"
+declare -A rps
+measure() { # KEY LABEL URL PID ENV...
+  local key=$1; shift
+  run "$@"
+  rps[$key]=$last_rps
+}
+echo "Tollgate RSS after start-up with $KEYS keys: $(rss_mib "$gw" VmRSS) MiB" >&2
+measure a "(a) direct to the mock" "$direct" - X=1
+measure b "(b) bare Pingora proxy" "$bare_url" "$bare" X=1
+measure c "(c) Tollgate" "$tg" "$gw" "$keys"
+echo "Tollgate RSS: $(rss_mib "$gw" VmRSS) MiB now, $(rss_mib "$gw" VmHWM) MiB peak" >&2
+measure d "(d) Tollgate + Idempotency-Key" "$tg" "$gw" "$keys" BENCH_IDEMPOTENCY=1
+echo "Tollgate RSS: $(rss_mib "$gw" VmRSS) MiB now, $(rss_mib "$gw" VmHWM) MiB peak" >&2
+measure eb "(e) SSE, bare Pingora proxy" "$bare_url" "$bare" BENCH_STREAM=1
+measure ec "(e) SSE, Tollgate" "$tg" "$gw" "$keys" BENCH_STREAM=1
+echo
+awk -v c="${rps[c]}" -v b="${rps[b]}" 'BEGIN {printf "throughput (c)/(b): %.3f\n", c / b}'
+awk -v c="${rps[ec]}" -v b="${rps[eb]}" 'BEGIN {printf "SSE throughput (e) Tollgate / bare: %.3f\n", c / b}'
+echo "(SSE: 16 content events per response, no delay between them)"
+
+# ---- latency: what each hop adds, and Tollgate's own overhead metric over the same requests ----
+overhead() { curl -sf "http://127.0.0.1:$metrics_port/metrics" | awk '/^tollgate_overhead_seconds_(sum|count) / {print $2}' | paste -sd' '; }
+overhead_delta() { # BEFORE AFTER -> requests and mean µs
+  read -r s0 n0 <<<"$1"; read -r s1 n1 <<<"$2"
+  awk -v s0="$s0" -v n0="$n0" -v s1="$s1" -v n1="$n1" 'BEGIN {printf "%d %.1f", n1 - n0, (s1 - s0) / (n1 - n0) * 1e6}'
+}
+# One request at a time (wrk -c1): every microsecond a hop adds shows in the mean.
+single() { # URL ENV... -> mean p50 p99 (µs)
+  local url=$1; shift
+  env "$@" $(pin 1) wrk -t1 -c1 -d"$LATENCY_DURATION" -s benches/wrk/chat.lua "$url" \
+    | awk '/^RESULT/ {print $5, $3, $4}'
+}
+echo
+settle
+echo "latency, one request at a time (wrk -c1, $LATENCY_DURATION each), µs:   mean    p50    p99"
+read -r am a50 a99 < <(single "$direct" X=1)
+read -r bm b50 b99 < <(single "$bare_url" X=1)
+before=$(overhead)
+read -r cm c50 c99 < <(single "$tg" "$keys")
+read -r on omean <<<"$(overhead_delta "$before" "$(overhead)")"
+printf '  (a) direct                                               %6.0f %6.0f %6.0f\n' "$am" "$a50" "$a99"
+printf '  (b) bare Pingora proxy                                   %6.0f %6.0f %6.0f\n' "$bm" "$b50" "$b99"
+printf '  (c) Tollgate                                             %6.0f %6.0f %6.0f\n' "$cm" "$c50" "$c99"
+awk -v a="$am" -v b="$bm" -v c="$cm" -v o="$omean" -v n="$on" 'BEGIN {
+  printf "  added by the proxy hop (b)-(a): %.0f µs; by Tollgate (c)-(a): %.0f µs, of which beyond the hop (c)-(b): %.0f µs\n", b - a, c - a, c - b
+  printf "  tollgate_overhead_seconds over those %d requests: mean %.1f µs\n", n, o }'
+
+# ---- fixed rate: the added p99 at RATE requests/s ----
+workers=20
+per_worker=$((RATE / workers))
+hey_run() { # URL AUTH-KEY-OR-EMPTY
+  local auth=()
+  [ -n "$2" ] && auth=(-H "Authorization: Bearer $2")
+  $(pin 1) hey -z "$RATE_DURATION" -c "$workers" -q "$per_worker" -m POST -T application/json "${auth[@]}" \
+    -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello to the benchmark."}]}' "$1"
+}
+hey_stats() { # prints: req/s p50_ms p99_ms mean_ms non200
+  awk '/Requests\/sec:/ {r=$2} /Average:/ {m=$2*1000} / 50% in/ {p50=$3*1000} / 99% in/ {p99=$3*1000}
+       /\[[0-9]+\]/ {code=$1; gsub(/[\[\]]/, "", code); if (code != "200") bad += $2}
+       END {printf "%.0f %.2f %.2f %.3f %d\n", r, p50, p99, m, bad + 0}'
+}
+echo
+settle
+echo "fixed rate: $RATE requests/s for $RATE_DURATION (hey, $workers workers; hey reports to 0.1 ms)"
+read -r ra a50 a99 amean abad < <(hey_run "$direct/v1/chat/completions" "" | hey_stats)
+before=$(overhead)
+read -r rc c50 c99 cmean cbad < <(hey_run "$tg/v1/chat/completions" "$(head -1 "$dir/keys.txt")" | hey_stats)
+read -r on omean <<<"$(overhead_delta "$before" "$(overhead)")"
+[ "$abad$cbad" = 00 ] || { echo "fixed-rate run had non-200 answers: direct $abad, Tollgate $cbad" >&2; exit 1; }
+printf '  (a) direct:   %s req/s  p50 %s ms  p99 %s ms  mean %s ms\n' "$ra" "$a50" "$a99" "$amean"
+printf '  (c) Tollgate: %s req/s  p50 %s ms  p99 %s ms  mean %s ms\n' "$rc" "$c50" "$c99" "$cmean"
+awk -v a="$a99" -v c="$c99" 'BEGIN {printf "  added p99: %+.2f ms\n", c - a}'
+echo "  tollgate_overhead_seconds over that run: $on requests, mean $omean µs"
+echo
+echo "peak RSS with $KEYS keys in the store: Tollgate $(rss_mib "$gw" VmHWM) MiB, bare Pingora proxy $(rss_mib "$bare" VmHWM) MiB"
+
+# ---- many SSE streams held open at once ----
+if [ "${SKIP_HOLD:-0}" != 1 ]; then
+  active() { curl -sf "http://127.0.0.1:$metrics_port/metrics" | awk '/^tollgate_active_streams / {print $2}'; }
+  # Streams of 60 events a second apart: they stay open for the whole measurement.
+  env "$keys" BENCH_STREAM=1 BENCH_CHUNKS=60 BENCH_DELAY_MS=1000 \
+    $(pin 1) wrk -t1 -c"$HOLD_STREAMS" -d45s --timeout 120s -s benches/wrk/chat.lua "$tg" >"$dir/hold.txt" 2>&1 &
+  hold=$!
+  pids+=($hold)
+  best=0
+  for _ in $(seq 1 60); do
+    sleep 0.5
+    n=$(active); n=${n:-0}
+    [ "$n" -gt "$best" ] && best=$n
+    [ "$n" -ge "$HOLD_STREAMS" ] && break
+  done
+  sleep 1 # let the memory of the last streams settle
+  printf 'SSE streams held open: %s (tollgate_active_streams), Tollgate RSS %s MiB, descriptors %s\n' \
+    "$(active)" "$(rss_mib "$gw" VmRSS)" "$(ls "/proc/$gw/fd" | wc -l)"
+  kill "$hold" 2>/dev/null || true
+fi
+echo "Tollgate peak RSS over the whole run: $(rss_mib "$gw" VmHWM) MiB"
