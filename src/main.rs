@@ -10,6 +10,14 @@ use clap::Parser;
 use tollgate::cli::{Cli, Command};
 use tollgate::config::Config;
 
+/// glibc's malloc was the largest single cost per proxied request (about a seventh of the
+/// gateway's CPU time under load, much of it in `malloc_consolidate`); mimalloc's per-thread
+/// free lists make the many small, short-lived allocations of a request cheap. It is built
+/// without transparent huge pages (`no_thp`): with them, on the usual `madvise` THP setting,
+/// the gateway's RSS was four times glibc's (254 MiB against 59 MiB after the same load).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn load_config(path: &Path) -> Result<Config, ExitCode> {
     Config::load(path).map_err(|errors| {
         for e in &errors {
