@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::prelude::*;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{ExecutionPhase, ShutdownWatch};
@@ -144,6 +145,12 @@ impl BackgroundService for UpgradeHandoff {
     }
 }
 
+/// Pingora writes responses through a buffer of one TCP segment (1,460 bytes) by default.
+/// The gateway's own headers (CORS, security, rate limits: about 900 bytes) push a typical
+/// JSON answer past it, so the head and the body went out in two writes; 4 KiB keeps them in
+/// one. It costs at most 4 KiB per open connection, and only once written to.
+const DOWNSTREAM_WRITE_BUFFER: usize = 4096;
+
 fn server_conf(config: &Config, daemon: bool) -> ServerConf {
     ServerConf {
         threads: config.server.threads.max(1),
@@ -222,7 +229,10 @@ pub fn build_server(
     );
     for (i, listener) in app.config.listen.iter().enumerate() {
         match &listener.tls {
-            None => proxy.add_tcp(&listener.addr),
+            None => proxy.add_listener(
+                ListenerConfig::tcp(listener.addr.as_str())
+                    .l4_buffer(L4BufferSettings::default().write(DOWNSTREAM_WRITE_BUFFER)),
+            ),
             Some(tls) => proxy
                 .add_tls(&listener.addr, &tls.cert, &tls.key)
                 .map_err(|e| format!("listen[{i}].tls: {e}"))?,

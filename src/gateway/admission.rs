@@ -66,15 +66,17 @@ pub async fn admit(
     }
     let readable = method == Method::GET || method == Method::HEAD;
     if readable && path.starts_with("/images/") {
-        return super::images::stored(app, session)
+        return Box::pin(super::images::stored(app, session))
             .await
             .map(|r| Admission::Response(Box::new(r)));
     }
     if method == Method::POST && path == "/cache/delete" {
-        return cache_delete(app, session).await;
+        return Box::pin(cache_delete(app, session)).await;
     }
-    if let Some(answer) = super::signin::answer(app, session).await {
-        return answer.map(|r| Admission::Response(Box::new(r)));
+    if path.starts_with("/auth/") {
+        if let Some(answer) = Box::pin(super::signin::answer(app, session)).await {
+            return answer.map(|r| Admission::Response(Box::new(r)));
+        }
     }
 
     let is_prompt = path.starts_with("/prompt/");
@@ -100,42 +102,10 @@ pub async fn admit(
     ctx.key = Some(key.clone());
 
     if path == "/account" || path.starts_with("/account/") {
-        return match (&method, path.as_str()) {
-            (&Method::GET, "/account") => Ok(Admission::Json(
-                200,
-                super::local::account(app, &key).await?,
-            )),
-            (&Method::GET, "/account/usage") => {
-                let query = session.req_header().uri.query().map(str::to_owned);
-                Ok(Admission::Json(
-                    200,
-                    super::local::account_usage(app, &key, query.as_deref()).await?,
-                ))
-            }
-            (&Method::POST, "/account/rotate-key") => Ok(Admission::Json(
-                200,
-                super::local::rotate_own_key(app, &key).await?,
-            )),
-            (&Method::GET, "/account/images") => {
-                let query = session.req_header().uri.query().map(str::to_owned);
-                Ok(Admission::Json(
-                    200,
-                    super::images::account_images(app, &key, query.as_deref()).await?,
-                ))
-            }
-            _ => Err(ApiError::not_found(&path)),
-        };
+        return Box::pin(account(app, session, &key, &method, &path)).await;
     }
     if is_prompt {
-        if !readable {
-            return Err(ApiError::not_found(&path));
-        }
-        let params = super::images::prompt_params(app, session)?;
-        let miss = super::images::is_miss(app, &params);
-        admit_to_limits(app, ctx, &key, &path, miss).await?;
-        return super::images::prompt(app, session, ctx, params)
-            .await
-            .map(|r| Admission::Response(Box::new(r)));
+        return Box::pin(prompt(app, session, ctx, &key, &path, readable)).await;
     }
     if method == Method::GET && (path == "/v1/models" || path.starts_with("/v1/models/")) {
         if let Some(answer) = super::local::models(app, &key, &path) {
@@ -175,8 +145,11 @@ pub async fn admit(
     }
 
     admit_to_limits(app, ctx, &key, &path, false).await?;
-    if let Some(replay) = idempotency_gate(app, session, ctx, &key).await? {
-        return Ok(replay);
+    let idempotent = session.req_header().headers.contains_key("idempotency-key");
+    if idempotent {
+        if let Some(replay) = Box::pin(idempotency_gate(app, session, ctx, &key)).await? {
+            return Ok(replay);
+        }
     }
 
     let has_body =
@@ -191,9 +164,71 @@ pub async fn admit(
         ctx.model_gate = Some(ModelGate::new(allowed, kind));
     }
     if ctx.model_gate.is_some() || ctx.may_inject_usage || ctx.keeper.is_some() {
-        ctx.held_body = Some(Vec::new());
+        // A client that waits for `100 Continue` gets it from the upstream: its body streams.
+        let early = declared.is_some_and(|len| len <= super::body::EARLY_LIMIT)
+            && header(session, "expect").is_none();
+        if early {
+            Box::pin(super::body::read_early(session, ctx)).await?;
+        } else {
+            ctx.held_body = Some(Vec::new());
+        }
     }
     Ok(Admission::Proxy)
+}
+
+/// `/account…`: the calling key's own answers. Rare next to proxying, so boxed by the caller
+/// to keep every request's future small.
+async fn account(
+    app: &App,
+    session: &Session,
+    key: &KeyRecord,
+    method: &Method,
+    path: &str,
+) -> Result<Admission, ApiError> {
+    match (method, path) {
+        (&Method::GET, "/account") => {
+            Ok(Admission::Json(200, super::local::account(app, key).await?))
+        }
+        (&Method::GET, "/account/usage") => {
+            let query = session.req_header().uri.query().map(str::to_owned);
+            Ok(Admission::Json(
+                200,
+                super::local::account_usage(app, key, query.as_deref()).await?,
+            ))
+        }
+        (&Method::POST, "/account/rotate-key") => Ok(Admission::Json(
+            200,
+            super::local::rotate_own_key(app, key).await?,
+        )),
+        (&Method::GET, "/account/images") => {
+            let query = session.req_header().uri.query().map(str::to_owned);
+            Ok(Admission::Json(
+                200,
+                super::images::account_images(app, key, query.as_deref()).await?,
+            ))
+        }
+        _ => Err(ApiError::not_found(path)),
+    }
+}
+
+/// `GET /prompt/…`: limits (a miss reserves its image), then the image. Boxed by the caller.
+async fn prompt(
+    app: &Arc<App>,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    key: &KeyRecord,
+    path: &str,
+    readable: bool,
+) -> Result<Admission, ApiError> {
+    if !readable {
+        return Err(ApiError::not_found(path));
+    }
+    let params = super::images::prompt_params(app, session)?;
+    let miss = super::images::is_miss(app, &params);
+    admit_to_limits(app, ctx, key, path, miss).await?;
+    super::images::prompt(app, session, ctx, params)
+        .await
+        .map(|r| Admission::Response(Box::new(r)))
 }
 
 /// Checks the key's and its user's limits and counts the request (SPEC §3.6); a request that

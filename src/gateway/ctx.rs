@@ -33,6 +33,8 @@ pub struct RequestCtx {
     pub model_gate: Option<ModelGate>,
     /// The request body held back until complete (for the model gate or the usage injection).
     pub held_body: Option<Vec<u8>>,
+    /// The complete body for upstream, when admission read it (see `body::read_early`).
+    pub prepared_body: Option<bytes::Bytes>,
     /// A streaming chat/completions request whose body may get `include_usage` added.
     pub may_inject_usage: bool,
     /// The gateway added `include_usage`: the usage-only chunk is the gateway's, not the client's.
@@ -86,6 +88,7 @@ impl RequestCtx {
             backend: None,
             model_gate: None,
             held_body: None,
+            prepared_body: None,
             may_inject_usage: false,
             injected_usage: false,
             model: None,

@@ -2,6 +2,7 @@
 
 pub mod access_log;
 pub mod admission;
+pub mod body;
 pub mod ctx;
 pub mod images;
 pub mod local;
@@ -29,7 +30,6 @@ use crate::app::App;
 use crate::limits::headers::rate_limit_headers;
 use crate::metrics::GaugeGuard;
 use ctx::RequestCtx;
-use model_gate::Verdict;
 use respond::{ApiError, LocalResponse};
 
 pub struct Gateway {
@@ -119,7 +119,11 @@ impl ProxyHttp for Gateway {
             ctx.ticket = None;
             admission = Ok(admission::Admission::Relay);
         }
-        let answered = admission::answer(&self.app, session, ctx, admission).await?;
+        let answered = match admission {
+            Ok(admission::Admission::Proxy) => None,
+            // Answering locally is the rare case: boxed, so every request's future stays small.
+            other => Box::pin(admission::answer(&self.app, session, ctx, other)).await?,
+        };
         ctx.local_status = answered;
         Ok(answered.is_some())
     }
@@ -208,7 +212,9 @@ impl ProxyHttp for Gateway {
             // Metered responses are parsed: they must come uncompressed.
             req.insert_header(http::header::ACCEPT_ENCODING, "identity")?;
         }
-        if ctx.may_inject_usage {
+        if let Some(prepared) = &ctx.prepared_body {
+            req.insert_header(http::header::CONTENT_LENGTH, prepared.len())?;
+        } else if ctx.may_inject_usage {
             // The body may grow by `stream_options`; Pingora frames it as chunked instead.
             req.remove_header(&http::header::CONTENT_LENGTH);
         }
@@ -242,6 +248,15 @@ impl ProxyHttp for Gateway {
                     .body_hashed(&recording.scope, recording.claim, hash);
             }
         }
+        if let Some(prepared) = &ctx.prepared_body {
+            // Read during admission; Pingora sends the bytes it kept, this replaces them.
+            *body = Some(if end_of_stream {
+                prepared.clone()
+            } else {
+                Bytes::new()
+            });
+            return Ok(());
+        }
         let Some(held) = ctx.held_body.as_mut() else {
             return Ok(());
         };
@@ -254,25 +269,10 @@ impl ProxyHttp for Gateway {
             return Ok(());
         }
         let full = ctx.held_body.take().unwrap_or_default();
-        if let Some(gate) = &ctx.model_gate {
-            match gate.verdict(&full) {
-                Verdict::Allowed => {}
-                Verdict::ModelNotAllowed(model) => {
-                    return Err(refuse(ctx, ApiError::model_not_allowed(&model)));
-                }
-                Verdict::Malformed(why) => return Err(refuse(ctx, ApiError::invalid_request(why))),
-            }
+        match body::prepare(session.req_header(), ctx, full) {
+            Ok(prepared) => *body = Some(prepared),
+            Err(e) => return Err(refuse(ctx, e)),
         }
-        ctx.model = model_gate::json_model(&full).ok().flatten();
-        if let Some(keeper) = ctx.keeper.as_mut() {
-            let content_type = session
-                .req_header()
-                .headers
-                .get(http::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok());
-            keeper.keep_b64 = images::wants_b64(&full, content_type);
-        }
-        *body = Some(Bytes::from(metering::prepare_request_body(ctx, full)));
         Ok(())
     }
 

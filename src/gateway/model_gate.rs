@@ -48,6 +48,27 @@ pub fn json_model(body: &[u8]) -> Result<Option<String>, &'static str> {
     if body.is_empty() {
         return Ok(None);
     }
+    // Every metered request passes here: read `model` alone and skip the rest unbuilt. Bodies
+    // that are not an object with at most one `model` take the slow path below (serde would
+    // also read a struct from an array, hence the look at the first byte).
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return json_model_slow(body);
+    }
+    #[derive(serde::Deserialize)]
+    struct ModelOnly {
+        model: Option<Value>,
+    }
+    match serde_json::from_slice::<ModelOnly>(body) {
+        Ok(ModelOnly { model: None }) => Ok(None),
+        Ok(ModelOnly {
+            model: Some(Value::String(m)),
+        }) => Ok(Some(m)),
+        Ok(ModelOnly { model: Some(_) }) => Err("`model` must be a string"),
+        Err(_) => json_model_slow(body),
+    }
+}
+
+fn json_model_slow(body: &[u8]) -> Result<Option<String>, &'static str> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(map)) => match map.get("model") {
             None | Some(Value::Null) => Ok(None),
@@ -133,6 +154,23 @@ mod tests {
             gate(BodyKind::Json, br#"{"model":5}"#),
             Verdict::Malformed(_)
         ));
+    }
+
+    #[test]
+    fn model_of_json_bodies() {
+        let model = |body: &[u8]| json_model(body);
+        assert_eq!(
+            model(br#"{"messages":[{"model":"inner"}],"model":"m"}"#),
+            Ok(Some("m".into()))
+        );
+        assert_eq!(model(br#"{"model":null}"#), Ok(None));
+        assert_eq!(model(b""), Ok(None));
+        // Not an object: no model, as before.
+        assert_eq!(model(br#"["model"]"#), Ok(None));
+        // A repeated member: the last one counts, as in a full parse.
+        assert_eq!(model(br#"{"model":"a","model":"b"}"#), Ok(Some("b".into())));
+        assert!(model(br#"{"model":["x"]}"#).is_err());
+        assert!(model(br#"{"model":"a""#).is_err());
     }
 
     #[test]

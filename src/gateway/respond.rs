@@ -2,6 +2,7 @@
 //! responses, CORS preflights, and the headers every response carries (SPEC §3.7).
 
 use bytes::Bytes;
+use http::HeaderValue;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::Session;
@@ -248,6 +249,17 @@ pub struct HeaderPolicy {
     allowed_origins: Option<Vec<String>>,
     max_age_s: u64,
     security_headers: bool,
+    /// What every response gets whatever the request, built once: names and values are
+    /// static bytes, so adding them copies and validates nothing per request.
+    fixed: Vec<(Bytes, HeaderValue)>,
+}
+
+/// A header prepared from static text.
+fn fixed(name: &'static str, value: &'static str) -> (Bytes, HeaderValue) {
+    (
+        Bytes::from_static(name.as_bytes()),
+        HeaderValue::from_static(value),
+    )
 }
 
 impl HeaderPolicy {
@@ -255,10 +267,31 @@ impl HeaderPolicy {
         let allowed_origins = cors
             .filter(|c| !c.allow_origins.iter().any(|o| o == "*"))
             .map(|c| c.allow_origins.clone());
+        let mut always = Vec::new();
+        if allowed_origins.is_none() {
+            always.push(fixed("access-control-allow-origin", "*"));
+        }
+        always.push(fixed("access-control-expose-headers", EXPOSED_HEADERS));
+        if security_headers {
+            always.extend([
+                fixed("x-content-type-options", "nosniff"),
+                fixed("x-frame-options", "DENY"),
+                fixed("referrer-policy", "strict-origin-when-cross-origin"),
+                fixed(
+                    "content-security-policy",
+                    "default-src 'none'; frame-ancestors 'none'",
+                ),
+                fixed(
+                    "permissions-policy",
+                    "camera=(), microphone=(), geolocation=(), payment=(), usb=()",
+                ),
+            ]);
+        }
         HeaderPolicy {
             allowed_origins,
             max_age_s: cors.map_or(86400, |c| c.max_age_s),
             security_headers,
+            fixed: always,
         }
     }
 
@@ -271,37 +304,22 @@ impl HeaderPolicy {
         tls: bool,
     ) {
         let _ = resp.insert_header("x-tollgate-request-id", request_id);
-        match &self.allowed_origins {
-            None => {
-                let _ = resp.insert_header("access-control-allow-origin", "*");
-            }
-            Some(list) => {
-                resp.remove_header("access-control-allow-origin");
-                if let Some(origin) = origin.filter(|o| list.iter().any(|a| a == o)) {
-                    let _ = resp.insert_header("access-control-allow-origin", origin);
-                    let _ = resp.append_header("vary", "Origin");
-                }
+        if let Some(list) = &self.allowed_origins {
+            resp.remove_header("access-control-allow-origin");
+            if let Some(origin) = origin.filter(|o| list.iter().any(|a| a == o)) {
+                let _ = resp.insert_header("access-control-allow-origin", origin);
+                let _ = resp.append_header("vary", "Origin");
             }
         }
-        let _ = resp.insert_header("access-control-expose-headers", EXPOSED_HEADERS);
-        if self.security_headers {
-            let _ = resp.insert_header("x-content-type-options", "nosniff");
-            let _ = resp.insert_header("x-frame-options", "DENY");
-            let _ = resp.insert_header("referrer-policy", "strict-origin-when-cross-origin");
-            let _ = resp.insert_header(
-                "content-security-policy",
-                "default-src 'none'; frame-ancestors 'none'",
+        for (name, value) in &self.fixed {
+            let _ = resp.insert_header(name.clone(), value.clone());
+        }
+        if self.security_headers && tls {
+            let (name, value) = fixed(
+                "strict-transport-security",
+                "max-age=31536000; includeSubDomains",
             );
-            let _ = resp.insert_header(
-                "permissions-policy",
-                "camera=(), microphone=(), geolocation=(), payment=(), usb=()",
-            );
-            if tls {
-                let _ = resp.insert_header(
-                    "strict-transport-security",
-                    "max-age=31536000; includeSubDomains",
-                );
-            }
+            let _ = resp.insert_header(name, value);
         }
     }
 

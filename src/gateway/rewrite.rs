@@ -9,17 +9,18 @@ use super::upstream::Backend;
 
 /// Headers that belong to one connection (RFC 9110 §7.6.1) or to the gateway alone.
 /// `transfer-encoding` is left to Pingora, which frames the upstream body itself.
-const STRIPPED: &[&str] = &[
-    "authorization",
-    "x-host-final",
-    "x-upstream-key",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "upgrade",
+/// Names, not strings: removing by a `HeaderName` skips parsing the name on every request.
+const STRIPPED: [HeaderName; 10] = [
+    header::AUTHORIZATION,
+    HeaderName::from_static("x-host-final"),
+    HeaderName::from_static("x-upstream-key"),
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
 ];
 
 pub fn rewrite_upstream_request(
@@ -40,8 +41,10 @@ pub fn rewrite_upstream_request(
     for name in nominated {
         req.remove_header(&name);
     }
-    for name in STRIPPED {
-        req.remove_header(*name);
+    for name in &STRIPPED {
+        if req.headers.contains_key(name) {
+            req.remove_header(name);
+        }
     }
 
     let path_and_query = req

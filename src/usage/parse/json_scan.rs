@@ -98,28 +98,24 @@ impl JsonScan {
     pub(super) fn feed(&mut self, buf: &[u8], acc: &mut Acc) {
         let mut i = 0;
         while i < buf.len() {
+            let rest = buf.get(i..).unwrap_or_default();
             if self.in_str {
-                if !self.esc && self.cap_what.is_none() && self.role != Role::Key {
-                    // Fast path through string bytes nobody needs to look at one by one.
-                    let rest = buf.get(i..).unwrap_or_default();
-                    match find_either(rest, b'"', b'\\') {
-                        Some(p) => {
-                            if self.role == Role::Content {
-                                acc.content = acc.content.saturating_add(p as u64);
-                            }
-                            i += p;
-                        }
-                        None => {
-                            if self.role == Role::Content {
-                                acc.content = acc.content.saturating_add(rest.len() as u64);
-                            }
-                            return;
-                        }
+                if !self.esc {
+                    // The run of plain string bytes up to the next quote or backslash is taken
+                    // whole: counted, copied into the key or the capture, or skipped.
+                    let run = find_either(rest, b'"', b'\\').unwrap_or(rest.len());
+                    let plain = rest.get(..run).unwrap_or_default();
+                    match self.role {
+                        Role::Content => acc.content = acc.content.saturating_add(run as u64),
+                        Role::Key => self.push_key(plain),
+                        Role::Skip => {}
                     }
+                    self.capture_slice(plain);
+                    i += run;
                 }
                 let Some(&b) = buf.get(i) else { return };
                 i += 1;
-                self.capture_byte(b);
+                self.capture_slice(&[b]);
                 if self.esc {
                     // The escaped character counts as one byte of content; escaped keys are not ours.
                     self.esc = false;
@@ -130,36 +126,26 @@ impl JsonScan {
                     }
                 } else if b == b'\\' {
                     self.esc = true;
-                } else if b == b'"' {
-                    self.in_str = false;
                 } else {
-                    match self.role {
-                        Role::Content => acc.content = acc.content.saturating_add(1),
-                        Role::Key => {
-                            if let Some(k) = self.key.get_mut(self.key_len) {
-                                *k = b;
-                                self.key_len += 1;
-                            } else {
-                                self.key_len = KEY_MAX + 1;
-                            }
-                        }
-                        Role::Skip => {}
-                    }
+                    // The closing quote.
+                    self.in_str = false;
                 }
                 continue;
             }
-            if self.cap_what.is_none() {
-                while buf.get(i).is_some_and(|&c| !STRUCTURAL[usize::from(c)]) {
-                    i += 1;
-                }
-            }
+            // Numbers, whitespace and literals change no state: skip (or capture) their run.
+            let run = rest
+                .iter()
+                .position(|&c| STRUCTURAL[usize::from(c)])
+                .unwrap_or(rest.len());
+            self.capture_slice(rest.get(..run).unwrap_or_default());
+            i += run;
             let Some(&b) = buf.get(i) else { return };
             i += 1;
             if self.cap_what.is_some() {
                 if self.depth == self.cap_depth && matches!(b, b',' | b'}' | b']') {
                     self.end_capture(acc);
                 } else {
-                    self.capture_byte(b);
+                    self.capture_slice(&[b]);
                 }
             }
             match b {
@@ -209,13 +195,27 @@ impl JsonScan {
         }
     }
 
-    fn capture_byte(&mut self, b: u8) {
+    /// Appends to the value being captured, if any, up to its limit.
+    fn capture_slice(&mut self, bytes: &[u8]) {
         if let Some(what) = self.cap_what {
-            if self.cap.len() < what.limit() {
-                self.cap.push(b);
-            } else {
+            let room = what.limit().saturating_sub(self.cap.len());
+            if bytes.len() > room {
                 self.cap_over = true;
             }
+            self.cap
+                .extend_from_slice(bytes.get(..room.min(bytes.len())).unwrap_or_default());
+        }
+    }
+
+    /// Appends to the current key; a key longer than any we look for is marked as such.
+    fn push_key(&mut self, bytes: &[u8]) {
+        let end = self.key_len + bytes.len();
+        match self.key.get_mut(self.key_len..end) {
+            Some(slot) if self.key_len <= KEY_MAX => {
+                slot.copy_from_slice(bytes);
+                self.key_len = end;
+            }
+            _ => self.key_len = KEY_MAX + 1,
         }
     }
 

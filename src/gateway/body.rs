@@ -1,0 +1,72 @@
+//! The request body the gateway holds back until it is complete: the model allow-list, the
+//! `include_usage` injection and the response format `store_generations` must keep.
+//!
+//! A small body of declared length is read whole during admission (`read_early`), so the
+//! upstream request gets an exact `Content-Length` instead of chunked framing: one write less
+//! per request, and a refused model is answered before any upstream connection is made. Other
+//! bodies are held chunk by chunk in `request_body_filter` and finished by the same `prepare`.
+
+use bytes::Bytes;
+use pingora::http::RequestHeader;
+use pingora::proxy::Session;
+
+use super::ctx::RequestCtx;
+use super::model_gate::{self, Verdict};
+use super::respond::ApiError;
+use super::{images, metering};
+
+/// Bodies up to this size are read during admission. Pingora keeps what it read for sending
+/// (its retry buffer) up to 64 KiB; larger bodies would be lost, so they stream as before.
+pub const EARLY_LIMIT: u64 = 64 * 1024;
+
+/// Reads the whole body now and prepares what goes upstream (`ctx.prepared_body`). Pingora
+/// sends the body it buffered through `request_body_filter`, which swaps in the prepared one.
+pub async fn read_early(session: &mut Session, ctx: &mut RequestCtx) -> Result<(), ApiError> {
+    session.enable_retry_buffering();
+    let mut full = Vec::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => full.extend_from_slice(&chunk),
+            Ok(None) => break,
+            Err(_) => {
+                return Err(ApiError::invalid_request(
+                    "The request body could not be read.",
+                ))
+            }
+        }
+    }
+    if session.get_retry_buffer().is_none() {
+        // Not kept whole after all (it cannot be re-sent): refuse rather than lose it.
+        return Err(ApiError::invalid_request(
+            "The request body could not be read.",
+        ));
+    }
+    let prepared = prepare(session.req_header(), ctx, full)?;
+    ctx.prepared_body = Some(prepared);
+    Ok(())
+}
+
+/// Checks the complete body against the key's models, notes its model and response format,
+/// and returns what goes upstream (with `include_usage` when the gateway adds it).
+pub fn prepare(
+    req: &RequestHeader,
+    ctx: &mut RequestCtx,
+    full: Vec<u8>,
+) -> Result<Bytes, ApiError> {
+    if let Some(gate) = &ctx.model_gate {
+        match gate.verdict(&full) {
+            Verdict::Allowed => {}
+            Verdict::ModelNotAllowed(model) => return Err(ApiError::model_not_allowed(&model)),
+            Verdict::Malformed(why) => return Err(ApiError::invalid_request(why)),
+        }
+    }
+    ctx.model = model_gate::json_model(&full).ok().flatten();
+    if let Some(keeper) = ctx.keeper.as_mut() {
+        let content_type = req
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        keeper.keep_b64 = images::wants_b64(&full, content_type);
+    }
+    Ok(Bytes::from(metering::prepare_request_body(ctx, full)))
+}
