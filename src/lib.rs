@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::prelude::*;
 use pingora::server::configuration::ServerConf;
@@ -145,11 +146,16 @@ impl BackgroundService for UpgradeHandoff {
     }
 }
 
-/// Pingora writes responses through a buffer of one TCP segment (1,460 bytes) by default.
-/// The gateway's own headers (CORS, security, rate limits: about 900 bytes) push a typical
-/// JSON answer past it, so the head and the body went out in two writes; 4 KiB keeps them in
-/// one. It costs at most 4 KiB per open connection, and only once written to.
-const DOWNSTREAM_WRITE_BUFFER: usize = 4096;
+/// The buffers Pingora puts under each client connection.
+/// - Writes: one TCP segment (1,460 bytes) by default. The gateway's own headers (CORS,
+///   security, rate limits: about 900 bytes) push a typical JSON answer past it, so the head
+///   and the body went out in two writes; 4 KiB keeps them in one.
+/// - Reads: a 64 KiB buffer per connection by default. The HTTP layer reads into buffers of
+///   its own, so the gateway reads straight from the socket and keeps no such buffer for each
+///   open (often idle, or streaming) connection.
+fn downstream_buffers() -> L4BufferSettings {
+    L4BufferSettings::default().read(0).write(4096)
+}
 
 fn server_conf(config: &Config, daemon: bool) -> ServerConf {
     ServerConf {
@@ -230,12 +236,16 @@ pub fn build_server(
     for (i, listener) in app.config.listen.iter().enumerate() {
         match &listener.tls {
             None => proxy.add_listener(
-                ListenerConfig::tcp(listener.addr.as_str())
-                    .l4_buffer(L4BufferSettings::default().write(DOWNSTREAM_WRITE_BUFFER)),
+                ListenerConfig::tcp(listener.addr.as_str()).l4_buffer(downstream_buffers()),
             ),
-            Some(tls) => proxy
-                .add_tls(&listener.addr, &tls.cert, &tls.key)
-                .map_err(|e| format!("listen[{i}].tls: {e}"))?,
+            Some(tls) => proxy.add_listener(
+                ListenerConfig::tcp(listener.addr.as_str())
+                    .tls(
+                        TlsSettings::intermediate(&tls.cert, &tls.key)
+                            .map_err(|e| format!("listen[{i}].tls: {e}"))?,
+                    )
+                    .l4_buffer(downstream_buffers()),
+            ),
         }
     }
     // The relay socket: requests the previous process relays during an upgrade come in here.
