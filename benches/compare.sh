@@ -14,19 +14,20 @@
 # on core 1. "gw CPU" is the gateway's CPU time per request, from /proc: the cost that the
 # throughput ratio reflects only when the gateway's core is the one that is full ("gw busy").
 #
-# Environment: DURATION (per closed-loop run, default 8s), CONNECTIONS (default 64),
-# RATE (fixed-rate run, default 2000), RATE_DURATION (default 10s), KEYS (in the store, default
+# Environment: DURATION (per closed-loop run, default 4s), ROUNDS (default 3), CONNECTIONS (default 64),
+# RATE (fixed-rate run, default 2000), RATE_DURATION (default 8s), KEYS (in the store, default
 # 100000), HOLD_STREAMS (default 9900: each proxied stream takes two descriptors in the gateway,
 # and the hard open-files limit here is 20,000; see README), SKIP_HOLD=1 to skip that part,
 # TOLLGATE (the gateway binary, default target/release/tollgate).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DURATION=${DURATION:-8s}
+DURATION=${DURATION:-4s}
+ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-64}
 RATE=${RATE:-2000}
-RATE_DURATION=${RATE_DURATION:-10s}
-LATENCY_DURATION=${LATENCY_DURATION:-5s}
+RATE_DURATION=${RATE_DURATION:-8s}
+LATENCY_DURATION=${LATENCY_DURATION:-4s}
 KEYS=${KEYS:-100000}
 HOLD_STREAMS=${HOLD_STREAMS:-9900}
 # Another build of the gateway to measure (e.g. an older commit's, for a before/after).
@@ -105,34 +106,39 @@ settle() {
   done
 }
 
-rows=()
-# run LABEL URL GATEWAY_PID [ENV...]: wrk for DURATION, one line of results; sets last_rps.
+# run KEY URL GATEWAY_PID [ENV...]: wrk for DURATION; appends req/s, p50, p99 (ms), the
+# gateway's CPU time per request (µs) and how busy its core was to the lists under KEY.
+declare -A RPS P50 P99 CPU BUSY
 run() {
-  local label=$1 url=$2 pid=$3
+  local key=$1 url=$2 pid=$3
   shift 3
   settle
   env "$@" $(pin 1) wrk -t1 -c"$CONNECTIONS" -d1s -s benches/wrk/chat.lua "$url" >/dev/null # warm-up
-  local t0 c0 t1 c1
+  local t0 c0 t1 c1 result
   t0=$(date +%s.%N); c0=$( [ "$pid" = - ] && echo 0 || cpu_ticks "$pid")
   env "$@" $(pin 1) wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --timeout 10s -s benches/wrk/chat.lua "$url" >"$dir/wrk.txt"
   t1=$(date +%s.%N); c1=$( [ "$pid" = - ] && echo 0 || cpu_ticks "$pid")
-  local result
   result=$(grep '^RESULT' "$dir/wrk.txt") || { cat "$dir/wrk.txt"; exit 1; }
   read -r _ rps p50 p99 mean non2xx sockerr total <<<"$result"
   if [ "$non2xx" != 0 ] || [ "$sockerr" != 0 ]; then
-    echo "$label: $non2xx non-2xx answers and $sockerr socket errors out of $total; not a valid run" >&2
+    echo "$key: $non2xx non-2xx answers and $sockerr socket errors out of $total; not a valid run" >&2
     exit 1
   fi
-  local ticks hz cpu busy
+  local hz ticks
   hz=$(getconf CLK_TCK)
   ticks=$((c1 - c0))
-  if [ "$pid" = - ]; then cpu="-"; busy="-"; else
-    cpu=$(awk -v t="$ticks" -v hz="$hz" -v n="$total" 'BEGIN {printf "%.1f", t / hz / n * 1e6}')
-    busy=$(awk -v t="$ticks" -v hz="$hz" -v a="$t0" -v b="$t1" 'BEGIN {printf "%.0f%%", t / hz / (b - a) * 100}')
+  RPS[$key]+=" $rps"
+  P50[$key]+=" $(awk -v v="$p50" 'BEGIN {printf "%.3f", v / 1000}')"
+  P99[$key]+=" $(awk -v v="$p99" 'BEGIN {printf "%.3f", v / 1000}')"
+  if [ "$pid" = - ]; then CPU[$key]+=" -"; BUSY[$key]+=" -"; else
+    CPU[$key]+=" $(awk -v t="$ticks" -v hz="$hz" -v n="$total" 'BEGIN {printf "%.1f", t / hz / n * 1e6}')"
+    BUSY[$key]+=" $(awk -v t="$ticks" -v hz="$hz" -v a="$t0" -v b="$t1" 'BEGIN {printf "%.0f", t / hz / (b - a) * 100}')"
   fi
-  rows+=("$(printf '%-34s %10.0f %9.3f %9.3f %10s %8s' "$label" "$rps" "$(echo "$p50" | awk '{print $1/1000}')" "$(echo "$p99" | awk '{print $1/1000}')" "$cpu" "$busy")")
-  printf '%s\n' "${rows[-1]}"
-  last_rps=$rps
+}
+median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
+row() { # KEY LABEL: the medians of the rounds
+  printf '%-34s %10.0f %9s %9s %10s %8s\n' "$2" "$(median "${RPS[$1]}")" "$(median "${P50[$1]}")" \
+    "$(median "${P99[$1]}")" "$(median "${CPU[$1]}")" "$(median "${BUSY[$1]}")"
 }
 
 direct="http://127.0.0.1:$mock_port"
@@ -140,25 +146,25 @@ bare_url="http://127.0.0.1:$bare_port"
 tg="http://127.0.0.1:$port"
 keys="BENCH_KEYS=$dir/keys.txt"
 
-printf '%-34s %10s %9s %9s %10s %8s\n' scenario "req/s" "p50 ms" "p99 ms" "gw CPU µs" "gw busy"
-declare -A rps
-measure() { # KEY LABEL URL PID ENV...
-  local key=$1; shift
-  run "$@"
-  rps[$key]=$last_rps
-}
-echo "Tollgate RSS after start-up with $KEYS keys: $(rss_mib "$gw" VmRSS) MiB" >&2
-measure a "(a) direct to the mock" "$direct" - X=1
-measure b "(b) bare Pingora proxy" "$bare_url" "$bare" X=1
-measure c "(c) Tollgate" "$tg" "$gw" "$keys"
-echo "Tollgate RSS: $(rss_mib "$gw" VmRSS) MiB now, $(rss_mib "$gw" VmHWM) MiB peak" >&2
-measure d "(d) Tollgate + Idempotency-Key" "$tg" "$gw" "$keys" BENCH_IDEMPOTENCY=1
-echo "Tollgate RSS: $(rss_mib "$gw" VmRSS) MiB now, $(rss_mib "$gw" VmHWM) MiB peak" >&2
-measure eb "(e) SSE, bare Pingora proxy" "$bare_url" "$bare" BENCH_STREAM=1
-measure ec "(e) SSE, Tollgate" "$tg" "$gw" "$keys" BENCH_STREAM=1
-echo
-awk -v c="${rps[c]}" -v b="${rps[b]}" 'BEGIN {printf "throughput (c)/(b): %.3f\n", c / b}'
-awk -v c="${rps[ec]}" -v b="${rps[eb]}" 'BEGIN {printf "SSE throughput (e) Tollgate / bare: %.3f\n", c / b}'
+started_rss=$(rss_mib "$gw" VmRSS)
+echo "closed loop: wrk -t1 -c$CONNECTIONS, $DURATION per run; bare proxy and Tollgate take turns, $ROUNDS rounds, medians shown"
+run a "$direct" - X=1
+for _ in $(seq 1 "$ROUNDS"); do
+  run b "$bare_url" "$bare" X=1
+  run c "$tg" "$gw" "$keys"
+  run eb "$bare_url" "$bare" BENCH_STREAM=1
+  run ec "$tg" "$gw" "$keys" BENCH_STREAM=1
+done
+printf '%-34s %10s %9s %9s %10s %8s\n' scenario "req/s" "p50 ms" "p99 ms" "gw CPU µs" "gw busy%"
+row a "(a) direct to the mock"
+row b "(b) bare Pingora proxy"
+row c "(c) Tollgate"
+row eb "(e) SSE, bare Pingora proxy"
+row ec "(e) SSE, Tollgate"
+awk -v c="$(median "${RPS[c]}")" -v b="$(median "${RPS[b]}")" -v cc="$(median "${CPU[c]}")" -v cb="$(median "${CPU[b]}")" \
+  'BEGIN {printf "(c)/(b): throughput %.3f; CPU per request, (b)/(c): %.3f\n", c / b, cb / cc}'
+awk -v c="$(median "${RPS[ec]}")" -v b="$(median "${RPS[eb]}")" -v cc="$(median "${CPU[ec]}")" -v cb="$(median "${CPU[eb]}")" \
+  'BEGIN {printf "SSE, Tollgate/bare: throughput %.3f; CPU per request, bare/Tollgate: %.3f\n", c / b, cb / cc}'
 echo "(SSE: 16 content events per response, no delay between them)"
 
 # ---- latency: what each hop adds, and Tollgate's own overhead metric over the same requests ----
@@ -184,8 +190,9 @@ read -r on omean <<<"$(overhead_delta "$before" "$(overhead)")"
 printf '  (a) direct                                               %6.0f %6.0f %6.0f\n' "$am" "$a50" "$a99"
 printf '  (b) bare Pingora proxy                                   %6.0f %6.0f %6.0f\n' "$bm" "$b50" "$b99"
 printf '  (c) Tollgate                                             %6.0f %6.0f %6.0f\n' "$cm" "$c50" "$c99"
-awk -v a="$am" -v b="$bm" -v c="$cm" -v o="$omean" -v n="$on" 'BEGIN {
-  printf "  added by the proxy hop (b)-(a): %.0f µs; by Tollgate (c)-(a): %.0f µs, of which beyond the hop (c)-(b): %.0f µs\n", b - a, c - a, c - b
+awk -v a="$am" -v b="$bm" -v c="$cm" -v a5="$a50" -v b5="$b50" -v c5="$c50" -v o="$omean" -v n="$on" 'BEGIN {
+  printf "  added by the proxy hop (b)-(a): mean %.0f µs, p50 %.0f µs\n", b - a, b5 - a5
+  printf "  added by Tollgate beyond the hop (c)-(b): mean %.0f µs, p50 %.0f µs\n", c - b, c5 - b5
   printf "  tollgate_overhead_seconds over those %d requests: mean %.1f µs\n", n, o }'
 
 # ---- fixed rate: the added p99 at RATE requests/s ----
@@ -215,7 +222,13 @@ printf '  (c) Tollgate: %s req/s  p50 %s ms  p99 %s ms  mean %s ms\n' "$rc" "$c5
 awk -v a="$a99" -v c="$c99" 'BEGIN {printf "  added p99: %+.2f ms\n", c - a}'
 echo "  tollgate_overhead_seconds over that run: $on requests, mean $omean µs"
 echo
-echo "peak RSS with $KEYS keys in the store: Tollgate $(rss_mib "$gw" VmHWM) MiB, bare Pingora proxy $(rss_mib "$bare" VmHWM) MiB"
+echo "Tollgate RSS with $KEYS keys in the store: $started_rss MiB after start-up; peak $(rss_mib "$gw" VmHWM) MiB after (c), (e) and the latency runs (bare Pingora proxy: $(rss_mib "$bare" VmHWM) MiB)"
+
+# ---- Idempotency-Key on every request: last, as its records keep sled busy afterwards ----
+echo
+run d "$tg" "$gw" "$keys" BENCH_IDEMPOTENCY=1
+row d "(d) Tollgate + Idempotency-Key"
+echo "Tollgate peak RSS after (d): $(rss_mib "$gw" VmHWM) MiB (every request's response kept for 24 h)"
 
 # ---- many SSE streams held open at once ----
 if [ "${SKIP_HOLD:-0}" != 1 ]; then

@@ -101,37 +101,38 @@ async fn a_client_waiting_for_100_continue_is_not_kept_waiting() {
     sock.write_all(head.as_bytes()).await.unwrap();
 
     let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
-    let interim = tokio::time::timeout(Duration::from_secs(10), async {
-        while !String::from_utf8_lossy(&seen).contains("100 Continue") {
-            let n = sock.read(&mut buf).await.unwrap();
-            assert!(n > 0, "connection closed before 100 Continue");
-            seen.extend_from_slice(&buf[..n]);
-        }
-    })
-    .await;
+    let interim = read_until(&mut sock, &mut seen, "100 Continue").await;
     assert!(
-        interim.is_ok(),
+        interim,
         "no 100 Continue; got {:?}",
         String::from_utf8_lossy(&seen)
     );
 
     sock.write_all(body.as_bytes()).await.unwrap();
-    let done = tokio::time::timeout(Duration::from_secs(10), async {
-        while !String::from_utf8_lossy(&seen).contains("Hello from mock") {
-            let n = sock.read(&mut buf).await.unwrap();
-            assert!(n > 0, "connection closed before the answer");
-            seen.extend_from_slice(&buf[..n]);
-        }
-    })
-    .await;
+    let done = read_until(&mut sock, &mut seen, "Hello from mock").await;
     let text = String::from_utf8_lossy(&seen).to_string();
-    assert!(done.is_ok(), "no answer after the body: {text}");
+    assert!(done, "no answer after the body: {text}");
     assert!(text.contains("HTTP/1.1 200"), "{text}");
     assert_eq!(
         mock.last_request().expect("upstream request").body,
         body.as_bytes()
     );
+}
+
+/// Reads into `seen` until it holds `needle` (true), or 10 s pass or the socket closes (false).
+async fn read_until(sock: &mut tokio::net::TcpStream, seen: &mut Vec<u8>, needle: &str) -> bool {
+    let mut buf = [0u8; 4096];
+    let found = tokio::time::timeout(Duration::from_secs(10), async {
+        while !String::from_utf8_lossy(seen).contains(needle) {
+            match sock.read(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+        true
+    })
+    .await;
+    found.unwrap_or(false)
 }
 
 #[tokio::test]
