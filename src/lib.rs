@@ -12,6 +12,7 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod form;
 pub mod gateway;
 pub mod health;
 pub mod idempotency;

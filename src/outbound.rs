@@ -14,7 +14,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::tls::CaType;
 use pingora::upstreams::peer::HttpPeer;
 
-use crate::gateway::upstream::Resolver;
+use crate::gateway::upstream::{timed_peer, Resolver};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OutboundError {
@@ -156,12 +156,14 @@ impl HttpClient {
                 .resolve(&target.host, target.port)
                 .await
                 .map_err(|e| OutboundError::Connect(format!("resolving {}: {e}", target.host)))?;
-            let mut peer = HttpPeer::new(addr, target.tls, target.host.clone());
-            peer.options.connection_timeout = Some(limits.connect_timeout);
-            peer.options.total_connection_timeout = Some(limits.connect_timeout);
-            peer.options.read_timeout = Some(limits.read_timeout);
-            peer.options.write_timeout = Some(limits.read_timeout);
-            peer.options.ca = limits.ca.clone();
+            let peer = timed_peer(
+                addr,
+                target.tls,
+                &target.host,
+                limits.connect_timeout,
+                limits.read_timeout,
+                limits.ca.clone(),
+            );
             let mut head = request_head(method, &target.path_and_query)?;
             set(&mut head, "host", &target.authority)?;
             for (name, value) in headers {

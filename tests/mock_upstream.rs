@@ -4,11 +4,15 @@
 #[path = "common/mock.rs"]
 mod mock;
 
-// Uses `super::mock`, so it sits next to `mock` here as in tests/common.
+// What `hosting` and `oauth` serve with; next to them here as in tests/common.
+#[path = "common/serve.rs"]
+mod serve;
+
+// Uses `super::mock` and `super::serve`, so it sits next to them here as in tests/common.
 #[path = "common/hosting.rs"]
 mod hosting;
 
-// Uses `super::mock` too.
+// Uses `super::mock` and `super::serve` too.
 #[path = "common/oauth.rs"]
 mod oauth;
 

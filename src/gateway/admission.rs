@@ -364,7 +364,7 @@ async fn read_body_hash(session: &mut Session, max_bytes: u64) -> Result<[u8; 32
 /// The key of a `/prompt` request given as `?key=` (never logged: the access log has no query).
 fn query_key(session: &Session) -> Option<String> {
     let query = session.req_header().uri.query()?;
-    crate::images::params::query_pairs(query)
+    crate::form::query_pairs(query)
         .into_iter()
         .find(|(k, _)| k == "key")
         .map(|(_, v)| v)

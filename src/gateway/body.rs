@@ -23,18 +23,7 @@ pub const EARLY_LIMIT: u64 = 64 * 1024;
 /// sends the body it buffered through `request_body_filter`, which swaps in the prepared one.
 pub async fn read_early(session: &mut Session, ctx: &mut RequestCtx) -> Result<(), ApiError> {
     session.enable_retry_buffering();
-    let mut full = Vec::new();
-    loop {
-        match session.read_request_body().await {
-            Ok(Some(chunk)) => full.extend_from_slice(&chunk),
-            Ok(None) => break,
-            Err(_) => {
-                return Err(ApiError::invalid_request(
-                    "The request body could not be read.",
-                ))
-            }
-        }
-    }
+    let full = super::admission::read_small_body(session).await?;
     if session.get_retry_buffer().is_none() {
         // Not kept whole after all (it cannot be re-sent): refuse rather than lose it.
         return Err(ApiError::invalid_request(

@@ -152,7 +152,7 @@ pub async fn account_images(
     let Some(images) = app.images.as_ref() else {
         return Ok(json!({"data": []}));
     };
-    let limit = params::query_pairs(query.unwrap_or(""))
+    let limit = crate::form::query_pairs(query.unwrap_or(""))
         .into_iter()
         .find(|(k, _)| k == "limit")
         .map(|(_, v)| v.parse::<usize>().ok().filter(|n| (1..=1000).contains(n)))

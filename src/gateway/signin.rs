@@ -8,7 +8,7 @@ use pingora::proxy::Session;
 use serde_json::Value;
 
 use crate::app::App;
-use crate::images::params::query_pairs;
+use crate::form::query_pairs;
 use crate::oauth::{provider::form, Issued, SigninError};
 
 use super::respond::{ApiError, LocalResponse};

@@ -205,14 +205,35 @@ impl Pool {
     pub async fn peer(&self, index: usize, resolver: &Resolver) -> std::io::Result<HttpPeer> {
         let backend = &self.backends[index];
         let addr = resolver.resolve(&backend.host, backend.port).await?;
-        let mut peer = HttpPeer::new(addr, backend.tls, backend.host.clone());
-        peer.options.connection_timeout = Some(self.connect_timeout);
-        peer.options.total_connection_timeout = Some(self.connect_timeout);
-        peer.options.read_timeout = Some(self.read_timeout);
-        peer.options.write_timeout = Some(self.read_timeout);
-        peer.options.ca = self.ca.clone();
-        Ok(peer)
+        Ok(timed_peer(
+            addr,
+            backend.tls,
+            &backend.host,
+            self.connect_timeout,
+            self.read_timeout,
+            self.ca.clone(),
+        ))
     }
+}
+
+/// A peer as every outgoing connection of the gateway is made: `connect` bounds the TCP and
+/// TLS handshake, `read` the longest silence in either direction, and `ca` (when set) replaces
+/// the default roots.
+pub fn timed_peer(
+    addr: SocketAddr,
+    tls: bool,
+    host: &str,
+    connect: Duration,
+    read: Duration,
+    ca: Option<Arc<CaType>>,
+) -> HttpPeer {
+    let mut peer = HttpPeer::new(addr, tls, host.to_string());
+    peer.options.connection_timeout = Some(connect);
+    peer.options.total_connection_timeout = Some(connect);
+    peer.options.read_timeout = Some(read);
+    peer.options.write_timeout = Some(read);
+    peer.options.ca = ca;
+    peer
 }
 
 /// A CA bundle trusted besides the system roots: Pingora takes a per-peer CA list in place of

@@ -56,7 +56,7 @@ impl PromptParams {
         let description = percent_decode_str(encoded)
             .decode_utf8()
             .map_err(|_| invalid("description", "The description is not valid UTF-8."))?;
-        let pairs = query_pairs(query.unwrap_or(""));
+        let pairs = crate::form::query_pairs(query.unwrap_or(""));
         let get = |name: &str| {
             pairs
                 .iter()
@@ -143,24 +143,6 @@ impl PromptParams {
     }
 }
 
-/// `application/x-www-form-urlencoded` pairs (`+` is a space), the last of repeated names
-/// losing to the first.
-pub fn query_pairs(query: &str) -> Vec<(String, String)> {
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (form_decode(k), form_decode(v))
-        })
-        .collect()
-}
-
-fn form_decode(s: &str) -> String {
-    let spaced = s.replace('+', " ");
-    percent_decode_str(&spaced).decode_utf8_lossy().into_owned()
-}
-
 /// A stored image's hash as it appears in URLs: 64 lowercase hex characters.
 pub fn valid_hash(s: &str) -> bool {
     s.len() == 64
@@ -239,16 +221,7 @@ mod tests {
     }
 
     #[test]
-    fn query_decoding() {
-        assert_eq!(
-            query_pairs("a=1&b=x+y%21&c&&d="),
-            vec![
-                ("a".into(), "1".into()),
-                ("b".into(), "x y!".into()),
-                ("c".into(), "".into()),
-                ("d".into(), "".into())
-            ]
-        );
+    fn hashes() {
         assert!(valid_hash(&"ab".repeat(32)));
         assert!(!valid_hash(&"AB".repeat(32)));
         assert!(!valid_hash("abc"));

@@ -71,7 +71,7 @@ fn parse_body(resp: &Response) -> Option<Value> {
         return Some(v);
     }
     let text = std::str::from_utf8(&resp.body).ok()?;
-    let map: serde_json::Map<String, Value> = crate::images::params::query_pairs(text)
+    let map: serde_json::Map<String, Value> = crate::form::query_pairs(text)
         .into_iter()
         .map(|(k, v)| (k, Value::String(v)))
         .collect();

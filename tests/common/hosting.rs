@@ -53,17 +53,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 
 use super::mock::{multipart_boundary, parse_multipart, RecordedRequest};
 
@@ -159,7 +155,7 @@ impl MockHosting {
             smms_dedup: Mutex::new(()),
             changed: Notify::new(),
         });
-        let task = tokio::spawn(accept_loop(listener, shared.clone()));
+        let task = tokio::spawn(super::serve::accept_loop(listener, shared.clone(), handle));
         MockHosting { addr, shared, task }
     }
 
@@ -242,18 +238,7 @@ impl MockHosting {
     }
 
     async fn wait_until(&self, timeout: Duration, cond: impl Fn() -> bool) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let notified = self.shared.changed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if cond() {
-                return true;
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return cond();
-            }
-        }
+        super::serve::wait_until(&self.shared.changed, timeout, cond).await
     }
 }
 
@@ -263,42 +248,9 @@ impl Drop for MockHosting {
     }
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                };
-                let shared = shared.clone();
-                connections.spawn(async move {
-                    let service = service_fn(move |req| handle(shared.clone(), req));
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
-}
+type HostingBody = super::serve::MockBody;
 
-type HostingBody = http_body_util::combinators::BoxBody<Bytes, io::Error>;
-
-fn response(status: u16, content_type: &str, body: impl Into<Bytes>) -> Response<HostingBody> {
-    let mut resp = Response::new(
-        Full::new(body.into())
-            .map_err(|never| match never {})
-            .boxed(),
-    );
-    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    if let Ok(ct) = HeaderValue::from_str(content_type) {
-        resp.headers_mut().insert(CONTENT_TYPE, ct);
-    }
-    resp
-}
+use super::serve::response;
 
 fn json_response(status: u16, value: &Value) -> Response<HostingBody> {
     response(status, "application/json", value.to_string())

@@ -7,6 +7,7 @@ pub mod hosting;
 pub mod mock;
 pub mod oauth;
 pub mod python;
+pub mod serve;
 
 use std::future::Future;
 use std::io::Read;

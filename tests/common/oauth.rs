@@ -76,20 +76,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper::header::{HeaderValue, LOCATION, WWW_AUTHENTICATE};
+use hyper::{Method, Request, Response};
 use rand::distr::Alphanumeric;
 use rand::Rng as _;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 
 use super::mock::RecordedRequest;
 
@@ -212,7 +209,7 @@ impl MockOauth {
             issued_codes: AtomicUsize::new(0),
             changed: Notify::new(),
         });
-        let task = tokio::spawn(accept_loop(listener, shared.clone()));
+        let task = tokio::spawn(super::serve::accept_loop(listener, shared.clone(), handle));
         MockOauth { addr, shared, task }
     }
 
@@ -289,18 +286,7 @@ impl MockOauth {
     }
 
     async fn wait_until(&self, timeout: Duration, cond: impl Fn() -> bool) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let notified = self.shared.changed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if cond() {
-                return true;
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return cond();
-            }
-        }
+        super::serve::wait_until(&self.shared.changed, timeout, cond).await
     }
 }
 
@@ -315,40 +301,11 @@ fn is_token_path(path_and_query: &str) -> bool {
     path == "/login/oauth/access_token" || path == "/oidc/token"
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                };
-                let shared = shared.clone();
-                connections.spawn(async move {
-                    let service = service_fn(move |req| handle(shared.clone(), req));
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
-}
+type OauthBody = super::serve::MockBody;
 
-type OauthBody = http_body_util::combinators::BoxBody<Bytes, io::Error>;
-
+/// Provider answers are never cached.
 fn response(status: u16, content_type: &str, body: impl Into<Bytes>) -> Response<OauthBody> {
-    let mut resp = Response::new(
-        Full::new(body.into())
-            .map_err(|never| match never {})
-            .boxed(),
-    );
-    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    if let Ok(ct) = HeaderValue::from_str(content_type) {
-        resp.headers_mut().insert(CONTENT_TYPE, ct);
-    }
+    let mut resp = super::serve::response(status, content_type, body);
     resp.headers_mut()
         .insert("cache-control", HeaderValue::from_static("no-store"));
     resp
