@@ -18,7 +18,8 @@
 # RATE (fixed-rate run, default 2000), RATE_DURATION (default 8s), KEYS (in the store, default
 # 100000), HOLD_STREAMS (default 9900: each proxied stream takes two descriptors in the gateway,
 # and the hard open-files limit here is 20,000; see README), SKIP_HOLD=1 to skip that part,
-# TOLLGATE (the gateway binary, default target/release/tollgate).
+# TOLLGATE (the gateway binary, default target/release/tollgate), CACHE_MB (Tollgate's storage.cache_mb;
+# unset, the default of 64).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -73,7 +74,7 @@ server: { threads: 1, pid_file: $dir/tollgate.pid, upgrade_sock: $dir/upgrade.so
 listen: [ { addr: "127.0.0.1:$port" } ]
 admin: { listen: "127.0.0.1:$admin_port", token: bench-admin-token-0123456789 }
 metrics: { listen: "127.0.0.1:$metrics_port" }
-storage: { path: $dir/data }
+storage: { path: $dir/data${CACHE_MB:+, cache_mb: $CACHE_MB} }
 upstreams:
   openai: { backends: ["http://127.0.0.1:$mock_port"], keys: [sk-bench-provider-key] }
 limits:

@@ -109,17 +109,12 @@ impl KeyDirectory {
     }
 
     async fn load(&self, hash: [u8; 32]) -> Result<Arc<KeyRecord>, AuthError> {
-        let store = self
-            .store
-            .wait(crate::store::STORE_WAIT)
-            .await
-            .ok_or(AuthError::Unavailable)?
-            .clone();
         let epoch = self.epoch.load(Ordering::Acquire);
         let hex_hash = hex(&hash);
-        let found = tokio::task::spawn_blocking(move || store.key_by_hash(&hex_hash))
+        let found = self
+            .store
+            .read(move |store| store.key_by_hash(&hex_hash))
             .await
-            .map_err(|_| AuthError::Unavailable)?
             .map_err(|e| {
                 log::error!("key lookup failed: {e}");
                 AuthError::Unavailable
