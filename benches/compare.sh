@@ -7,7 +7,8 @@
 #   (e) SSE streams through (b) and through (c),
 # then a fixed 2,000 requests/s through (a) and (c) for the added latency, Tollgate's own
 # tollgate_overhead_seconds over that run, its peak RSS with 100,000 keys in the store, and
-# thousands of SSE streams held open at once.
+# thousands of SSE streams held open at once through (b) and (c): RSS with half and with all of them
+# open, and from the difference what each further stream costs.
 #
 # The gateway under test (bare proxy or Tollgate, one worker thread) runs on core 0; the load
 # generators (wrk for closed-loop throughput, hey for the fixed rate) and the mock upstream run
@@ -231,24 +232,61 @@ run d "$tg" "$gw" "$keys" BENCH_IDEMPOTENCY=1
 row d "(d) Tollgate + Idempotency-Key"
 echo "Tollgate peak RSS after (d): $(rss_mib "$gw" VmHWM) MiB (every request's response kept for 24 h)"
 
-# ---- many SSE streams held open at once ----
+# ---- many SSE streams held open at once, through the bare proxy and through Tollgate ----
+# Streams of 60 events a second apart stay open for the whole measurement. Each proxy's RSS is
+# read with half of HOLD_STREAMS open and with all of them: the growth over the second half is
+# what one more open stream costs, apart from whatever the process held before.
 if [ "${SKIP_HOLD:-0}" != 1 ]; then
-  active() { curl -sf "http://127.0.0.1:$metrics_port/metrics" | awk '/^tollgate_active_streams / {print $2}'; }
-  # Streams of 60 events a second apart: they stay open for the whole measurement.
-  env "$keys" BENCH_STREAM=1 BENCH_CHUNKS=60 BENCH_DELAY_MS=1000 \
-    $(pin 1) wrk -t1 -c"$HOLD_STREAMS" -d45s --timeout 120s -s benches/wrk/chat.lua "$tg" >"$dir/hold.txt" 2>&1 &
-  hold=$!
-  pids+=($hold)
-  best=0
-  for _ in $(seq 1 60); do
-    sleep 0.5
-    n=$(active); n=${n:-0}
-    [ "$n" -gt "$best" ] && best=$n
-    [ "$n" -ge "$HOLD_STREAMS" ] && break
-  done
-  sleep 1 # let the memory of the last streams settle
-  printf 'SSE streams held open: %s (tollgate_active_streams), Tollgate RSS %s MiB, descriptors %s\n' \
-    "$(active)" "$(rss_mib "$gw" VmRSS)" "$(ls "/proc/$gw/fd" | wc -l)"
-  kill "$hold" 2>/dev/null || true
+  tollgate_streams() { curl -sf "http://127.0.0.1:$metrics_port/metrics" | awk '/^tollgate_active_streams / {print $2}'; }
+  # The bare proxy has no metric: its established client connections, from /proc/net/tcp.
+  bare_streams() { awk -v port="$(printf ':%04X' "$bare_port")" '$2 ~ port"$" && $4 == "01"' /proc/net/tcp | wc -l; }
+  wait_streams() { # COUNTER TARGET: until COUNTER reports TARGET (60 s at most)
+    local n
+    for _ in $(seq 1 120); do
+      n=$($1); [ "${n:-0}" -ge "$2" ] && return 0
+      sleep 0.5
+    done
+    echo "only ${n:-0} of $2 streams opened" >&2
+    return 1
+  }
+  holders=()
+  hold() { # URL COUNT ENV...: COUNT more streams, held by a wrk of their own
+    local url=$1 count=$2
+    shift 2
+    env "$@" BENCH_STREAM=1 BENCH_CHUNKS=60 BENCH_DELAY_MS=1000 \
+      $(pin 1) wrk -t1 -c"$count" -d60s --timeout 120s -s benches/wrk/chat.lua "$url" >/dev/null 2>&1 &
+    holders+=($!)
+    pids+=($!)
+  }
+  release() { # COUNTER: stops the holders, then waits until the proxy has closed (nearly) all
+    # its streams, so that the mock never holds both proxies' streams at once. A few idle
+    # upstream connections may stay in the bare proxy's pool.
+    kill "${holders[@]}" 2>/dev/null || true
+    wait "${holders[@]}" 2>/dev/null || true
+    holders=()
+    for _ in $(seq 1 60); do [ "$($1)" -le $((HOLD_STREAMS / 100)) ] && return 0; sleep 0.5; done
+  }
+  half=$((HOLD_STREAMS / 2))
+  per_stream() { awk -v a="$1" -v b="$2" -v n="$((HOLD_STREAMS - half))" 'BEGIN {printf "%.1f", (b - a) * 1024 / n}'; }
+  measure_hold() { # LABEL URL PID COUNTER ENV...
+    local label=$1 url=$2 pid=$3 counter=$4 at_half at_full
+    shift 4
+    hold "$url" "$half" "$@"
+    wait_streams "$counter" "$half"
+    sleep 1 # let the memory of the last streams settle
+    at_half=$(rss_mib "$pid" VmRSS)
+    hold "$url" "$((HOLD_STREAMS - half))" "$@"
+    wait_streams "$counter" "$HOLD_STREAMS"
+    sleep 1
+    at_full=$(rss_mib "$pid" VmRSS)
+    printf '  %-24s %5d open: %7s MiB   %5d open: %7s MiB   each further stream: %5s KiB\n' \
+      "$label" "$half" "$at_half" "$HOLD_STREAMS" "$at_full" "$(per_stream "$at_half" "$at_full")"
+    release "$counter"
+  }
+  echo
+  settle
+  echo "SSE streams held open (RSS; descriptors allow at most about 10,000 streams per proxy here):"
+  measure_hold "(b) bare Pingora proxy" "$bare_url" "$bare" bare_streams X=1
+  measure_hold "(c) Tollgate" "$tg" "$gw" tollgate_streams "$keys"
 fi
 echo "Tollgate peak RSS over the whole run: $(rss_mib "$gw" VmHWM) MiB"
