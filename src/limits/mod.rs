@@ -159,7 +159,8 @@ pub struct Standing {
 }
 
 /// The counters of one subject. The windows count whether or not a limit is set, so a limit
-/// set at run time applies to the traffic already in its window (about 750 bytes a subject).
+/// set at run time applies to the traffic already in its window (184 bytes a subject, and from
+/// 32 bytes for each window with counts in it; see `window`).
 #[derive(Debug)]
 struct Counters {
     rpm: SlidingWindow,
