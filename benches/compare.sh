@@ -15,11 +15,12 @@
 # on core 1. "gw CPU" is the gateway's CPU time per request, from /proc: the cost that the
 # throughput ratio reflects only when the gateway's core is the one that is full ("gw busy").
 #
-# Environment: DURATION (per closed-loop run, default 4s), ROUNDS (default 3), CONNECTIONS (default 64),
-# RATE (fixed-rate run, default 2000), RATE_DURATION (default 8s), KEYS (in the store, default
-# 100000), HOLD_STREAMS (default 9900: each proxied stream takes two descriptors in the gateway,
-# and the hard open-files limit here is 20,000; see README), SKIP_HOLD=1 to skip that part,
-# TOLLGATE (the gateway binary, default target/release/tollgate), CACHE_MB (Tollgate's storage.cache_mb;
+# Environment: DURATION (per closed-loop run, default 4s), ROUNDS (default 3), CONNECTIONS
+# (default 64), RATE (fixed-rate run, default 2000), RATE_DURATION (default 8s), KEYS (in the
+# store, default 100000), KEYS_USED (how many of them the load takes in turn, default 1000),
+# HOLD_STREAMS (default 9900: each proxied stream takes two descriptors in the gateway, and the
+# hard open-files limit here is 20,000; see README), SKIP_HOLD=1 to skip that part, TOLLGATE
+# (the gateway binary, default target/release/tollgate), CACHE_MB (Tollgate's storage.cache_mb;
 # unset, the default of 64).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +32,7 @@ RATE=${RATE:-2000}
 RATE_DURATION=${RATE_DURATION:-8s}
 LATENCY_DURATION=${LATENCY_DURATION:-4s}
 KEYS=${KEYS:-100000}
+KEYS_USED=${KEYS_USED:-1000}
 HOLD_STREAMS=${HOLD_STREAMS:-9900}
 # Another build of the gateway to measure (e.g. an older commit's, for a before/after).
 TOLLGATE=${TOLLGATE:-target/release/tollgate}
@@ -67,7 +69,7 @@ bare=$!
 pids+=($bare)
 
 echo "seeding $KEYS keys into the store..."
-target/release/examples/seed_keys --store "$dir/data" --keys "$KEYS" --print 1000 >"$dir/keys.txt"
+target/release/examples/seed_keys --store "$dir/data" --keys "$KEYS" --print "$KEYS_USED" >"$dir/keys.txt"
 
 # Limits high enough never to refuse, so that every check still runs on every request.
 cat >"$dir/tollgate.yaml" <<EOF
@@ -224,7 +226,7 @@ printf '  (c) Tollgate: %s req/s  p50 %s ms  p99 %s ms  mean %s ms\n' "$rc" "$c5
 awk -v a="$a99" -v c="$c99" 'BEGIN {printf "  added p99: %+.2f ms\n", c - a}'
 echo "  tollgate_overhead_seconds over that run: $on requests, mean $omean µs"
 echo
-echo "Tollgate RSS with $KEYS keys in the store: $started_rss MiB after start-up; peak $(rss_mib "$gw" VmHWM) MiB after (c), (e) and the latency runs (bare Pingora proxy: $(rss_mib "$bare" VmHWM) MiB)"
+echo "Tollgate RSS with $KEYS keys in the store ($KEYS_USED of them in use): $started_rss MiB after start-up; peak $(rss_mib "$gw" VmHWM) MiB after (c), (e) and the latency runs (bare Pingora proxy: $(rss_mib "$bare" VmHWM) MiB)"
 
 # ---- Idempotency-Key on every request: last, as its records keep sled busy afterwards ----
 echo
