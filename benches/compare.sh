@@ -15,8 +15,8 @@
 # on core 1. "gw CPU" is the gateway's CPU time per request, from /proc: the cost that the
 # throughput ratio reflects only when the gateway's core is the one that is full ("gw busy").
 #
-# Environment: DURATION (per closed-loop run, default 4s), ROUNDS (default 3), CONNECTIONS
-# (default 64), RATE (fixed-rate run, default 2000), RATE_DURATION (default 8s), KEYS (in the
+# Environment: DURATION (per closed-loop run, default 3s), ROUNDS (default 3), CONNECTIONS
+# (default 64), RATE (fixed-rate run, default 2000), RATE_DURATION (default 6s), KEYS (in the
 # store, default 100000), KEYS_USED (how many of them the load takes in turn, default 1000),
 # HOLD_STREAMS (default 9900: each proxied stream takes two descriptors in the gateway, and the
 # hard open-files limit here is 20,000; see README), SKIP_HOLD=1 to skip that part, TOLLGATE
@@ -25,11 +25,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DURATION=${DURATION:-4s}
+DURATION=${DURATION:-3s}
 ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-64}
 RATE=${RATE:-2000}
-RATE_DURATION=${RATE_DURATION:-8s}
+RATE_DURATION=${RATE_DURATION:-6s}
 LATENCY_DURATION=${LATENCY_DURATION:-4s}
 KEYS=${KEYS:-100000}
 KEYS_USED=${KEYS_USED:-1000}
