@@ -248,10 +248,11 @@ pub struct HeaderPolicy {
     /// `None`: every origin (`*`). `Some(list)`: only these, echoed back.
     allowed_origins: Option<Vec<String>>,
     max_age_s: u64,
-    security_headers: bool,
     /// What every response gets whatever the request, built once: names and values are
     /// static bytes, so adding them copies and validates nothing per request.
     fixed: Vec<(Bytes, HeaderValue)>,
+    /// Added to responses over TLS only (HSTS), when security headers are on.
+    over_tls: Option<(Bytes, HeaderValue)>,
 }
 
 /// A header prepared from static text.
@@ -290,8 +291,13 @@ impl HeaderPolicy {
         HeaderPolicy {
             allowed_origins,
             max_age_s: cors.map_or(86400, |c| c.max_age_s),
-            security_headers,
             fixed: always,
+            over_tls: security_headers.then(|| {
+                fixed(
+                    "strict-transport-security",
+                    "max-age=31536000; includeSubDomains",
+                )
+            }),
         }
     }
 
@@ -314,12 +320,8 @@ impl HeaderPolicy {
         for (name, value) in &self.fixed {
             let _ = resp.insert_header(name.clone(), value.clone());
         }
-        if self.security_headers && tls {
-            let (name, value) = fixed(
-                "strict-transport-security",
-                "max-age=31536000; includeSubDomains",
-            );
-            let _ = resp.insert_header(name, value);
+        if let Some((name, value)) = self.over_tls.as_ref().filter(|_| tls) {
+            let _ = resp.insert_header(name.clone(), value.clone());
         }
     }
 

@@ -42,9 +42,7 @@ pub fn rewrite_upstream_request(
         req.remove_header(&name);
     }
     for name in &STRIPPED {
-        if req.headers.contains_key(name) {
-            req.remove_header(name);
-        }
+        req.remove_header(name);
     }
 
     let path_and_query = req

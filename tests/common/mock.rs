@@ -367,20 +367,7 @@ impl MockUpstream {
     }
 
     async fn wait_until(&self, timeout: Duration, cond: impl Fn() -> bool) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            // Register interest before checking, so a change that lands between
-            // the check and the await still wakes us.
-            let notified = self.shared.changed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if cond() {
-                return true;
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return cond();
-            }
-        }
+        wait_until(&self.shared.changed, timeout, cond).await
     }
 }
 
@@ -1984,5 +1971,24 @@ pub fn parse_multipart<'a>(body: &'a [u8], boundary: &str) -> Result<Vec<Part<'a
             data: &body[data_start..data_end],
         });
         pos = data_end + next_delimiter.len();
+    }
+}
+
+/// Waits until `cond` holds, woken by `changed` (so no polling sleeps); false on timeout. The
+/// other test mocks use it too (through `serve`).
+pub async fn wait_until(changed: &Notify, timeout: Duration, cond: impl Fn() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        // Register interest before checking, so a change that lands between the check and
+        // the await still wakes us.
+        let notified = changed.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if cond() {
+            return true;
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            return cond();
+        }
     }
 }

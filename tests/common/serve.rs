@@ -1,6 +1,6 @@
 //! What the test mocks of outside services (`hosting`, `oauth`) share: the HTTP/1 accept loop,
-//! waiting on a condition without polling, and a plain response. `mock.rs` keeps its own copy:
-//! it is also compiled alone into `examples/mock_upstream.rs`.
+//! waiting on a condition without polling (from `mock.rs`, which is also compiled alone into
+//! `examples/mock_upstream.rs` and so cannot depend on this file), and a plain response.
 
 use std::future::Future;
 use std::io;
@@ -17,7 +17,6 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 pub type MockBody = BoxBody<Bytes, io::Error>;
@@ -50,21 +49,7 @@ where
     }
 }
 
-/// Waits until `cond` holds, woken by `changed` (so no polling sleeps); false on timeout.
-pub async fn wait_until(changed: &Notify, timeout: Duration, cond: impl Fn() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let notified = changed.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        if cond() {
-            return true;
-        }
-        if tokio::time::timeout_at(deadline, notified).await.is_err() {
-            return cond();
-        }
-    }
-}
+pub use super::mock::wait_until;
 
 /// A complete response with this status, content type and body.
 pub fn response(status: u16, content_type: &str, body: impl Into<Bytes>) -> Response<MockBody> {
