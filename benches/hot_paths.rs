@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use tollgate::auth::{generate_id, generate_secret, hash_secret, hex, KeyDirectory};
 use tollgate::config::BackendUrl;
 use tollgate::gateway::model_gate::{BodyKind, ModelGate};
-use tollgate::gateway::rewrite::rewrite_upstream_request;
+use tollgate::gateway::rewrite::{rewrite_upstream_request, BodyFraming, UpstreamHead};
 use tollgate::gateway::route::route_label;
 use tollgate::gateway::upstream::Backend;
 use tollgate::limits::{Limiter, Limits, Subject};
@@ -165,7 +165,14 @@ fn rewrite(c: &mut Criterion) {
     c.bench_function("upstream request rewrite", |b| {
         b.iter(|| {
             let mut req = template.clone();
-            rewrite_upstream_request(&mut req, &backend, Some("sk-provider"), "req_0123456789")
+            let head = UpstreamHead {
+                backend: &backend,
+                key: Some("sk-provider"),
+                request_id: "req_0123456789",
+                uncompressed: true,
+                framing: BodyFraming::Length(120),
+            };
+            rewrite_upstream_request(&mut req, &head)
         })
     });
     c.bench_function("route label", |b| {

@@ -4,6 +4,7 @@ pub mod access_log;
 pub mod admission;
 pub mod body;
 pub mod ctx;
+pub mod header_edit;
 pub mod images;
 pub mod local;
 pub mod metering;
@@ -27,10 +28,10 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{ErrorSource, ErrorType};
 
 use crate::app::App;
-use crate::limits::headers::rate_limit_headers;
 use crate::metrics::GaugeGuard;
 use ctx::RequestCtx;
 use respond::{ApiError, LocalResponse};
+use rewrite::{BodyFraming, UpstreamHead};
 
 pub struct Gateway {
     pub app: Arc<App>,
@@ -206,18 +207,19 @@ impl ProxyHttp for Gateway {
         let (Some(pool), Some(index)) = (ctx.pool.clone(), ctx.backend) else {
             return Err(refuse(ctx, ApiError::internal()));
         };
-        let key = ctx.byok_key.as_deref().or_else(|| pool.next_key());
-        rewrite::rewrite_upstream_request(req, &pool.backends[index], key, &ctx.request_id)?;
-        if ctx.ticket.is_some() {
-            // Metered responses are parsed: they must come uncompressed.
-            req.insert_header(http::header::ACCEPT_ENCODING, "identity")?;
-        }
-        if let Some(prepared) = &ctx.prepared_body {
-            req.insert_header(http::header::CONTENT_LENGTH, prepared.len())?;
-        } else if ctx.may_inject_usage {
-            // The body may grow by `stream_options`; Pingora frames it as chunked instead.
-            req.remove_header(&http::header::CONTENT_LENGTH);
-        }
+        let framing = match &ctx.prepared_body {
+            Some(prepared) => BodyFraming::Length(prepared.len()),
+            None if ctx.may_inject_usage => BodyFraming::Chunked,
+            None => BodyFraming::AsSent,
+        };
+        let head = UpstreamHead {
+            backend: &pool.backends[index],
+            key: ctx.byok_key.as_deref().or_else(|| pool.next_key()),
+            request_id: &ctx.request_id,
+            uncompressed: ctx.ticket.is_some(),
+            framing,
+        };
+        rewrite::rewrite_upstream_request(req, &head)?;
         ctx.upstream_sent = Some(Instant::now());
         Ok(())
     }
@@ -326,14 +328,10 @@ impl ProxyHttp for Gateway {
             .headers
             .get("origin")
             .and_then(|v| v.to_str().ok());
+        let standings = ctx.ticket.as_ref().map_or(&[][..], |t| &t.standings[..]);
         self.app
             .headers
-            .decorate(resp, &ctx.request_id, origin, ctx.tls);
-        if let Some(ticket) = &ctx.ticket {
-            for (name, value) in rate_limit_headers(&ticket.standings) {
-                resp.insert_header(name, value)?;
-            }
-        }
+            .decorate(resp, &ctx.request_id, origin, ctx.tls, standings);
         Ok(())
     }
 

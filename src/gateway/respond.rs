@@ -2,15 +2,17 @@
 //! responses, CORS preflights, and the headers every response carries (SPEC §3.7).
 
 use bytes::Bytes;
-use http::HeaderValue;
+use http::header::{ACCESS_CONTROL_ALLOW_ORIGIN, VARY};
+use http::{HeaderName, HeaderValue};
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::Session;
 use serde_json::json;
 
+use super::header_edit::edit_response;
 use crate::config::CorsSection;
-use crate::limits::headers::{format_reset, refusal_headers};
-use crate::limits::{LimitName, Refusal};
+use crate::limits::headers::{format_reset, insert_rate_limit_headers, refusal_headers};
+use crate::limits::{LimitName, Refusal, Standing};
 
 /// Headers a browser client may read from our responses.
 const EXPOSED_HEADERS: &str = "x-tollgate-request-id, x-request-id, x-ratelimit-limit-requests, \
@@ -250,18 +252,20 @@ pub struct HeaderPolicy {
     max_age_s: u64,
     /// What every response gets whatever the request, built once: names and values are
     /// static bytes, so adding them copies and validates nothing per request.
-    fixed: Vec<(Bytes, HeaderValue)>,
+    fixed: Vec<(HeaderName, HeaderValue)>,
     /// Added to responses over TLS only (HSTS), when security headers are on.
-    over_tls: Option<(Bytes, HeaderValue)>,
+    over_tls: Option<(HeaderName, HeaderValue)>,
 }
 
 /// A header prepared from static text.
-fn fixed(name: &'static str, value: &'static str) -> (Bytes, HeaderValue) {
+fn fixed(name: &'static str, value: &'static str) -> (HeaderName, HeaderValue) {
     (
-        Bytes::from_static(name.as_bytes()),
+        HeaderName::from_static(name),
         HeaderValue::from_static(value),
     )
 }
+
+const TOLLGATE_REQUEST_ID: HeaderName = HeaderName::from_static("x-tollgate-request-id");
 
 impl HeaderPolicy {
     pub fn new(cors: Option<&CorsSection>, security_headers: bool) -> Self {
@@ -301,28 +305,40 @@ impl HeaderPolicy {
         }
     }
 
-    /// Adds request id, CORS and security headers. `origin` is the request's `Origin`.
+    /// Adds request id, CORS, security and rate-limit headers. `origin` is the request's
+    /// `Origin`; `standings` are the request's limits (none for the gateway's own errors,
+    /// which carry theirs already).
     pub fn decorate(
         &self,
         resp: &mut ResponseHeader,
         request_id: &str,
         origin: Option<&str>,
         tls: bool,
+        standings: &[Standing],
     ) {
-        let _ = resp.insert_header("x-tollgate-request-id", request_id);
-        if let Some(list) = &self.allowed_origins {
-            resp.remove_header("access-control-allow-origin");
-            if let Some(origin) = origin.filter(|o| list.iter().any(|a| a == o)) {
-                let _ = resp.insert_header("access-control-allow-origin", origin);
-                let _ = resp.append_header("vary", "Origin");
+        edit_response(resp, |headers| {
+            headers.reserve(self.fixed.len() + 10);
+            if let Ok(id) = HeaderValue::from_str(request_id) {
+                headers.insert(TOLLGATE_REQUEST_ID, id);
             }
-        }
-        for (name, value) in &self.fixed {
-            let _ = resp.insert_header(name.clone(), value.clone());
-        }
-        if let Some((name, value)) = self.over_tls.as_ref().filter(|_| tls) {
-            let _ = resp.insert_header(name.clone(), value.clone());
-        }
+            if let Some(list) = &self.allowed_origins {
+                headers.remove(ACCESS_CONTROL_ALLOW_ORIGIN);
+                let allowed = origin
+                    .filter(|o| list.iter().any(|a| a == o))
+                    .and_then(|o| HeaderValue::from_str(o).ok());
+                if let Some(origin) = allowed {
+                    headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+                    headers.append(VARY, HeaderValue::from_static("Origin"));
+                }
+            }
+            for (name, value) in &self.fixed {
+                headers.insert(name.clone(), value.clone());
+            }
+            if let Some((name, value)) = self.over_tls.as_ref().filter(|_| tls) {
+                headers.insert(name.clone(), value.clone());
+            }
+            insert_rate_limit_headers(standings, headers);
+        });
     }
 
     /// The preflight answer: 204 with what the browser asked to be allowed.
@@ -387,7 +403,7 @@ impl LocalResponse {
             .get("origin")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        policy.decorate(&mut self.header, request_id, origin.as_deref(), tls);
+        policy.decorate(&mut self.header, request_id, origin.as_deref(), tls, &[]);
         if self.header.headers.get("x-request-id").is_none() {
             self.header.insert_header("x-request-id", request_id)?;
         }

@@ -1,10 +1,11 @@
 //! The upstream request (SPEC §3.1): the client's credentials and gateway-only headers out,
 //! the provider key and the backend's `Host` in, hop-by-hop headers dropped.
 
-use http::header::{self, HeaderName};
+use http::header::{self, HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 use pingora::prelude::*;
 
+use super::header_edit::edit_request;
 use super::upstream::Backend;
 
 /// Headers that belong to one connection (RFC 9110 §7.6.1) or to the gateway alone.
@@ -23,45 +24,92 @@ const STRIPPED: [HeaderName; 10] = [
     header::UPGRADE,
 ];
 
-pub fn rewrite_upstream_request(
-    req: &mut RequestHeader,
-    backend: &Backend,
-    upstream_key: Option<&str>,
-    request_id: &str,
-) -> Result<()> {
-    // Headers the client nominated as hop-by-hop in `Connection` go too.
-    let nominated: Vec<HeaderName> = req
-        .headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in nominated {
-        req.remove_header(&name);
-    }
-    for name in &STRIPPED {
-        req.remove_header(name);
-    }
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-tollgate-request-id");
 
-    let path_and_query = req
-        .uri
-        .path_and_query()
-        .map(|pq| pq.as_str())
-        .unwrap_or("/");
-    let upstream_path = backend.upstream_path(path_and_query);
-    let uri = upstream_path
-        .parse::<http::Uri>()
-        .or_err(InvalidHTTPHeader, "upstream path")?;
-    req.set_uri(uri);
+/// What the gateway's reading of the body changes in the request head.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum BodyFraming {
+    /// The client's framing goes through.
+    AsSent,
+    /// The gateway read the whole body and sends it at this length.
+    Length(usize),
+    /// The body may grow on the way (`stream_options`); Pingora frames it as chunked.
+    Chunked,
+}
 
-    req.insert_header(header::HOST, backend.authority.as_str())?;
-    if let Some(key) = upstream_key {
-        req.insert_header(header::AUTHORIZATION, format!("Bearer {key}"))?;
-    }
-    req.insert_header("x-tollgate-request-id", request_id)?;
-    Ok(())
+/// Everything the upstream head gets besides what the client sent.
+pub struct UpstreamHead<'a> {
+    pub backend: &'a Backend,
+    /// The provider key, or none to send no `Authorization`.
+    pub key: Option<&'a str>,
+    pub request_id: &'a str,
+    /// Metered responses are parsed, so they must come uncompressed.
+    pub uncompressed: bool,
+    pub framing: BodyFraming,
+}
+
+pub fn rewrite_upstream_request(req: &mut RequestHeader, head: &UpstreamHead) -> Result<()> {
+    // Prepared before the edit, so that a value that cannot be a header fails cleanly.
+    let value =
+        |text: &str| HeaderValue::from_str(text).or_err(InvalidHTTPHeader, "upstream header value");
+    let host = value(&head.backend.authority)?;
+    let request_id = value(head.request_id)?;
+    let authorization = match head.key {
+        Some(key) => {
+            let mut v = HeaderValue::try_from(format!("Bearer {key}"))
+                .or_err(InvalidHTTPHeader, "provider key")?;
+            v.set_sensitive(true);
+            Some(v)
+        }
+        None => None,
+    };
+    edit_request(req, |parts| {
+        let headers = &mut parts.headers;
+        // Headers the client nominated as hop-by-hop in `Connection` go too.
+        let nominated: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in nominated.iter().chain(&STRIPPED) {
+            headers.remove(name);
+        }
+
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .map(|pq| pq.as_str())
+            .unwrap_or("/");
+        parts.uri = head
+            .backend
+            .upstream_path(path_and_query)
+            .parse::<http::Uri>()
+            .or_err(InvalidHTTPHeader, "upstream path")?;
+
+        headers.insert(header::HOST, host);
+        if let Some(authorization) = authorization {
+            headers.insert(header::AUTHORIZATION, authorization);
+        }
+        headers.insert(REQUEST_ID, request_id);
+        if head.uncompressed {
+            headers.insert(
+                header::ACCEPT_ENCODING,
+                HeaderValue::from_static("identity"),
+            );
+        }
+        match head.framing {
+            BodyFraming::AsSent => {}
+            BodyFraming::Length(len) => {
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+            }
+            BodyFraming::Chunked => {
+                headers.remove(header::CONTENT_LENGTH);
+            }
+        }
+        Ok(())
+    })
 }
 
 #[cfg(test)]
@@ -90,13 +138,22 @@ mod tests {
         ] {
             req.append_header(k, v).unwrap();
         }
-        rewrite_upstream_request(&mut req, &backend, Some("sk-provider"), "req_1").unwrap();
+        let head = UpstreamHead {
+            backend: &backend,
+            key: Some("sk-provider"),
+            request_id: "req_1",
+            uncompressed: true,
+            framing: BodyFraming::Length(42),
+        };
+        rewrite_upstream_request(&mut req, &head).unwrap();
         let get = |n: &str| req.headers.get(n).map(|v| v.to_str().unwrap().to_string());
         assert_eq!(req.uri.to_string(), "/openai/v1/chat/completions?a=1");
         assert_eq!(get("authorization").as_deref(), Some("Bearer sk-provider"));
         assert_eq!(get("host").as_deref(), Some("api.example.com"));
         assert_eq!(get("x-tollgate-request-id").as_deref(), Some("req_1"));
         assert_eq!(get("content-type").as_deref(), Some("application/json"));
+        assert_eq!(get("accept-encoding").as_deref(), Some("identity"));
+        assert_eq!(get("content-length").as_deref(), Some("42"));
         for gone in [
             "x-host-final",
             "x-upstream-key",
@@ -119,8 +176,19 @@ mod tests {
         let mut req = RequestHeader::build("GET", b"/v1/models", None).unwrap();
         req.append_header("authorization", "Bearer sk-tg-x")
             .unwrap();
-        rewrite_upstream_request(&mut req, &backend, None, "r").unwrap();
+        req.append_header("content-length", "7").unwrap();
+        req.append_header("accept-encoding", "gzip").unwrap();
+        let head = UpstreamHead {
+            backend: &backend,
+            key: None,
+            request_id: "r",
+            uncompressed: false,
+            framing: BodyFraming::Chunked,
+        };
+        rewrite_upstream_request(&mut req, &head).unwrap();
         assert!(req.headers.get("authorization").is_none());
+        assert!(req.headers.get("content-length").is_none());
+        assert_eq!(req.headers.get("accept-encoding").unwrap(), "gzip");
         assert_eq!(req.headers.get("host").unwrap(), "10.0.0.1:8000");
     }
 }

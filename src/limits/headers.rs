@@ -4,29 +4,73 @@
 
 use std::time::Duration;
 
+use http::{HeaderMap, HeaderName, HeaderValue};
+
 use super::{LimitName, Refusal, Standing};
 
-/// `0s`, `350ms`, `1s`, `59.2s`, `6m0s`, `1h2m3s`.
+/// `0s`, `350ms`, `1s`, `59.2s`, `6m0s`, `1h2m3s`. Built by hand rather than with `format!`:
+/// every proxied response carries two of these, and the formatting machinery cost more than
+/// the rest of the rate-limit headers together.
 pub fn format_reset(d: Duration) -> String {
     let ms = d.as_millis() as u64;
-    if ms == 0 {
-        return "0s".into();
-    }
+    let mut out = String::with_capacity(16);
     if ms < 1000 {
-        return format!("{ms}ms");
+        push_decimal(&mut out, ms);
+        out.push_str(if ms == 0 { "s" } else { "ms" });
+        return out;
     }
     let (h, m) = (ms / 3_600_000, ms / 60_000 % 60);
+    if h > 0 {
+        push_decimal(&mut out, h);
+        out.push('h');
+    }
+    if h > 0 || m > 0 {
+        push_decimal(&mut out, m);
+        out.push('m');
+    }
     let s_ms = ms % 60_000;
-    let seconds = if s_ms % 1000 == 0 {
-        format!("{}s", s_ms / 1000)
-    } else {
-        let text = format!("{}.{:03}", s_ms / 1000, s_ms % 1000);
-        format!("{}s", text.trim_end_matches('0'))
-    };
-    match (h, m) {
-        (0, 0) => seconds,
-        (0, m) => format!("{m}m{seconds}"),
-        (h, m) => format!("{h}h{m}m{seconds}"),
+    push_decimal(&mut out, s_ms / 1000);
+    let mut fraction = s_ms % 1000;
+    if fraction != 0 {
+        // Milliseconds as a decimal fraction, trailing zeros dropped: 200 -> ".2".
+        let mut digits = 3;
+        while fraction % 10 == 0 {
+            fraction /= 10;
+            digits -= 1;
+        }
+        out.push('.');
+        for _ in 0..digits - decimal_len(fraction) {
+            out.push('0');
+        }
+        push_decimal(&mut out, fraction);
+    }
+    out.push('s');
+    out
+}
+
+fn decimal_len(mut v: u64) -> usize {
+    let mut len = 1;
+    while v >= 10 {
+        v /= 10;
+        len += 1;
+    }
+    len
+}
+
+fn push_decimal(out: &mut String, v: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut v = v;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    for &d in &digits[i..] {
+        out.push(char::from(d));
     }
 }
 
@@ -38,20 +82,56 @@ fn tightest(standings: &[Standing], tokens: bool) -> Option<&Standing> {
         .min_by_key(|s| (s.remaining, std::cmp::Reverse(s.reset)))
 }
 
+/// The request trio's names, then the token trio's: limit, remaining, reset.
+const NAMES: [&str; 6] = [
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-reset-requests",
+    "x-ratelimit-limit-tokens",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-tokens",
+];
+
+/// The same names, prepared: inserting them parses and copies nothing.
+const HEADER_NAMES: [HeaderName; 6] = [
+    HeaderName::from_static(NAMES[0]),
+    HeaderName::from_static(NAMES[1]),
+    HeaderName::from_static(NAMES[2]),
+    HeaderName::from_static(NAMES[3]),
+    HeaderName::from_static(NAMES[4]),
+    HeaderName::from_static(NAMES[5]),
+];
+
+/// The tightest window of each kind that applies, with where its trio starts in `NAMES`.
+fn trios(standings: &[Standing]) -> impl Iterator<Item = (usize, &Standing)> {
+    [(0, false), (3, true)]
+        .into_iter()
+        .filter_map(|(first, tokens)| tightest(standings, tokens).map(|s| (first, s)))
+}
+
 /// The request and token trios for the tightest window of each kind that applies.
 pub fn rate_limit_headers(standings: &[Standing]) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
-    if let Some(s) = tightest(standings, false) {
-        out.push(("x-ratelimit-limit-requests", s.max.to_string()));
-        out.push(("x-ratelimit-remaining-requests", s.remaining.to_string()));
-        out.push(("x-ratelimit-reset-requests", format_reset(s.reset)));
-    }
-    if let Some(s) = tightest(standings, true) {
-        out.push(("x-ratelimit-limit-tokens", s.max.to_string()));
-        out.push(("x-ratelimit-remaining-tokens", s.remaining.to_string()));
-        out.push(("x-ratelimit-reset-tokens", format_reset(s.reset)));
+    for (first, s) in trios(standings) {
+        out.push((NAMES[first], s.max.to_string()));
+        out.push((NAMES[first + 1], s.remaining.to_string()));
+        out.push((NAMES[first + 2], format_reset(s.reset)));
     }
     out
+}
+
+/// The same headers as `rate_limit_headers`, put straight into a header map.
+pub fn insert_rate_limit_headers(standings: &[Standing], headers: &mut HeaderMap) {
+    for (first, s) in trios(standings) {
+        headers.insert(HEADER_NAMES[first].clone(), HeaderValue::from(s.max));
+        headers.insert(
+            HEADER_NAMES[first + 1].clone(),
+            HeaderValue::from(s.remaining),
+        );
+        if let Ok(reset) = HeaderValue::try_from(format_reset(s.reset)) {
+            headers.insert(HEADER_NAMES[first + 2].clone(), reset);
+        }
+    }
 }
 
 /// What a 429 carries besides its body: when to retry, or that retrying will not help.
@@ -83,6 +163,10 @@ mod tests {
         assert_eq!(format_reset(Duration::from_millis(1_250)), "1.25s");
         assert_eq!(format_reset(Duration::from_secs(360)), "6m0s");
         assert_eq!(format_reset(Duration::from_secs(3723)), "1h2m3s");
+        assert_eq!(format_reset(Duration::from_millis(60_050)), "1m0.05s");
+        assert_eq!(format_reset(Duration::from_millis(7_206_007)), "2h0m6.007s");
+        assert_eq!(format_reset(Duration::from_millis(999)), "999ms");
+        assert_eq!(format_reset(Duration::from_secs(86_400)), "24h0m0s");
     }
 
     #[test]
@@ -112,6 +196,19 @@ mod tests {
             ]
         );
         assert!(rate_limit_headers(&[]).is_empty());
+
+        // The map form carries exactly the same headers.
+        let mut map = HeaderMap::new();
+        insert_rate_limit_headers(&standings, &mut map);
+        let from_map: Vec<_> = map
+            .iter()
+            .map(|(n, v)| (n.as_str().to_string(), v.to_str().unwrap().to_string()))
+            .collect();
+        let expected: Vec<_> = headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.clone()))
+            .collect();
+        assert_eq!(from_map, expected);
     }
 
     #[test]
