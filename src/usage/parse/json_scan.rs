@@ -95,27 +95,28 @@ impl JsonScan {
         (1..=64).contains(&d) && self.objs & (1u64 << (d - 1)) != 0
     }
 
+    /// A captured value is the contiguous run of bytes between the `:` before it and the `,` or
+    /// close after it, so it is not copied piece by piece as the scan goes: `from` marks where it
+    /// starts in this chunk, and the run is copied once, at its end or at the chunk's.
     pub(super) fn feed(&mut self, buf: &[u8], acc: &mut Acc) {
+        let mut from = 0;
         let mut i = 0;
         while i < buf.len() {
             let rest = buf.get(i..).unwrap_or_default();
             if self.in_str {
                 if !self.esc {
                     // The run of plain string bytes up to the next quote or backslash is taken
-                    // whole: counted, copied into the key or the capture, or skipped.
+                    // whole: counted, copied into the key, or skipped.
                     let run = find_either(rest, b'"', b'\\').unwrap_or(rest.len());
-                    let plain = rest.get(..run).unwrap_or_default();
                     match self.role {
                         Role::Content => acc.content = acc.content.saturating_add(run as u64),
-                        Role::Key => self.push_key(plain),
+                        Role::Key => self.push_key(rest.get(..run).unwrap_or_default()),
                         Role::Skip => {}
                     }
-                    self.capture_slice(plain);
                     i += run;
                 }
-                let Some(&b) = buf.get(i) else { return };
+                let Some(&b) = buf.get(i) else { break };
                 i += 1;
-                self.capture_slice(&[b]);
                 if self.esc {
                     // The escaped character counts as one byte of content; escaped keys are not ours.
                     self.esc = false;
@@ -132,21 +133,18 @@ impl JsonScan {
                 }
                 continue;
             }
-            // Numbers, whitespace and literals change no state: skip (or capture) their run.
+            // Numbers, whitespace and literals change no state: skip their run.
             let run = rest
                 .iter()
                 .position(|&c| STRUCTURAL[usize::from(c)])
                 .unwrap_or(rest.len());
-            self.capture_slice(rest.get(..run).unwrap_or_default());
             i += run;
-            let Some(&b) = buf.get(i) else { return };
+            let Some(&b) = buf.get(i) else { break };
             i += 1;
-            if self.cap_what.is_some() {
-                if self.depth == self.cap_depth && matches!(b, b',' | b'}' | b']') {
-                    self.end_capture(acc);
-                } else {
-                    self.capture_slice(&[b]);
-                }
+            let capturing = self.cap_what.is_some();
+            if capturing && self.depth == self.cap_depth && matches!(b, b',' | b'}' | b']') {
+                self.capture_slice(buf.get(from..i - 1).unwrap_or_default());
+                self.end_capture(acc);
             }
             match b {
                 b'"' => {
@@ -182,7 +180,13 @@ impl JsonScan {
                     self.expect_key = false;
                     self.content_next = false;
                 }
-                b':' => self.on_colon(acc),
+                b':' => {
+                    self.on_colon(acc);
+                    if !capturing && self.cap_what.is_some() {
+                        // The value starts after the colon.
+                        from = i;
+                    }
+                }
                 b',' => {
                     self.expect_key = self.is_obj(self.depth);
                     self.content_next = false;
@@ -193,6 +197,8 @@ impl JsonScan {
                 _ => {}
             }
         }
+        // A value still open at the chunk's end: what this chunk holds of it.
+        self.capture_slice(buf.get(from..).unwrap_or_default());
     }
 
     /// Appends to the value being captured, if any, up to its limit.
@@ -222,6 +228,8 @@ impl JsonScan {
     fn start_capture(&mut self, what: Cap) {
         if self.cap_what.is_none() {
             self.cap.clear();
+            // Room for a whole usage object or name at once, instead of growing by doublings.
+            self.cap.reserve(256);
             self.cap_what = Some(what);
             self.cap_depth = self.depth;
             self.cap_over = false;
@@ -269,11 +277,15 @@ impl JsonScan {
     fn on_colon(&mut self, acc: &mut Acc) {
         self.expect_key = false;
         self.content_next = false;
-        let key_buf = self.key;
-        let key = key_buf.get(..self.key_len).unwrap_or_default();
         let d = self.depth;
+        // Decided on the borrowed key first, acted on after: copying the key out to call the
+        // `&mut self` methods cost more than the matching.
+        let key = self.key.get(..self.key_len).unwrap_or_default();
+        let mut capture = None;
+        let mut image = false;
+        let mut top = None;
         if d == 1 && self.is_obj(1) {
-            self.top = match key {
+            top = Some(match key {
                 b"usage" => Top::Usage,
                 b"model" => Top::Model,
                 b"type" => Top::Type,
@@ -282,35 +294,45 @@ impl JsonScan {
                 b"output" => Top::Output,
                 b"response" => Top::Response,
                 _ => Top::Other,
-            };
-            self.elem_image = false;
-            match self.top {
-                Top::Usage => self.start_capture(Cap::Usage),
-                Top::Model => self.start_capture(Cap::Model),
-                Top::Type => self.start_capture(Cap::Type),
-                _ => {}
-            }
+            });
         } else if d == 2 && self.top == Top::Response && self.is_obj(2) {
-            match key {
-                b"usage" => self.start_capture(Cap::Usage),
-                b"model" => self.start_capture(Cap::Model),
-                _ => {}
-            }
+            capture = match key {
+                b"usage" => Some(Cap::Usage),
+                b"model" => Some(Cap::Model),
+                _ => None,
+            };
         } else if d == 3 && !self.is_obj(2) && self.is_obj(3) {
             if self.top == Top::Data && !self.elem_image && matches!(key, b"b64_json" | b"url") {
-                acc.images = acc.images.saturating_add(1);
-                self.elem_image = true;
+                image = true;
             } else if self.top == Top::Output && key == b"type" {
-                self.start_capture(Cap::OutputType);
+                capture = Some(Cap::OutputType);
             }
         }
-        if d >= 2
+        // Only below the root: `top` is not changing here.
+        let content = d >= 2
             && matches!(self.top, Top::Choices | Top::Output)
             && matches!(
                 key,
                 b"content" | b"text" | b"refusal" | b"arguments" | b"reasoning_content"
-            )
-        {
+            );
+        if let Some(top) = top {
+            self.top = top;
+            self.elem_image = false;
+            capture = match top {
+                Top::Usage => Some(Cap::Usage),
+                Top::Model => Some(Cap::Model),
+                Top::Type => Some(Cap::Type),
+                _ => None,
+            };
+        }
+        if image {
+            acc.images = acc.images.saturating_add(1);
+            self.elem_image = true;
+        }
+        if let Some(what) = capture {
+            self.start_capture(what);
+        }
+        if content {
             self.content_next = true;
         }
     }
