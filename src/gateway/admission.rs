@@ -1,6 +1,9 @@
 //! `request_filter`'s work: decide, before anything goes upstream, whether the gateway
 //! answers the request itself, refuses it, or lets it through to a pool.
 
+use http::header::{
+    AsHeaderName, HeaderName, CONTENT_LENGTH, CONTENT_TYPE, EXPECT, TRANSFER_ENCODING,
+};
 use http::Method;
 use pingora::proxy::Session;
 use serde_json::Value;
@@ -39,7 +42,13 @@ pub enum Admission {
     Relay,
 }
 
-fn header<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
+/// Request headers admission reads on every request, prepared: a lookup by `&str` parses the
+/// name each time.
+const X_HOST_FINAL: HeaderName = HeaderName::from_static("x-host-final");
+const X_UPSTREAM_KEY: HeaderName = HeaderName::from_static("x-upstream-key");
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+
+fn header<'a>(session: &'a Session, name: impl AsHeaderName) -> Option<&'a str> {
     session
         .req_header()
         .headers
@@ -115,12 +124,12 @@ pub async fn admit(
 
     let max_body = app.config.limits.max_body_bytes;
     ctx.max_body_bytes = max_body;
-    let declared = header(session, "content-length").and_then(|v| v.trim().parse::<u64>().ok());
+    let declared = header(session, CONTENT_LENGTH).and_then(|v| v.trim().parse::<u64>().ok());
     if declared.is_some_and(|len| len > max_body) {
         return Err(ApiError::request_too_large(max_body));
     }
 
-    ctx.pool = Some(match header(session, "x-host-final") {
+    ctx.pool = Some(match header(session, X_HOST_FINAL) {
         Some(value) => {
             let host =
                 normalize_host(value).ok_or_else(|| ApiError::host_not_allowed(value.trim()))?;
@@ -135,7 +144,7 @@ pub async fn admit(
             .ok_or_else(|| ApiError::not_found(&path))?,
     });
 
-    let byok = header(session, "x-upstream-key")
+    let byok = header(session, X_UPSTREAM_KEY)
         .map(str::trim)
         .filter(|k| !k.is_empty());
     match (app.config.auth.byok, byok) {
@@ -145,16 +154,15 @@ pub async fn admit(
     }
 
     admit_to_limits(app, ctx, &key, &path, false).await?;
-    let idempotent = session.req_header().headers.contains_key("idempotency-key");
+    let idempotent = session.req_header().headers.contains_key(IDEMPOTENCY_KEY);
     if idempotent {
         if let Some(replay) = Box::pin(idempotency_gate(app, session, ctx, &key)).await? {
             return Ok(replay);
         }
     }
 
-    let has_body =
-        declared.is_some_and(|l| l > 0) || header(session, "transfer-encoding").is_some();
-    let kind = header(session, "content-type").and_then(BodyKind::from_content_type);
+    let has_body = declared.is_some_and(|l| l > 0) || header(session, TRANSFER_ENCODING).is_some();
+    let kind = header(session, CONTENT_TYPE).and_then(BodyKind::from_content_type);
     ctx.may_inject_usage = has_body
         && method == Method::POST
         && metering::takes_include_usage(&path)
@@ -166,7 +174,7 @@ pub async fn admit(
     if ctx.model_gate.is_some() || ctx.may_inject_usage || ctx.keeper.is_some() {
         // A client that waits for `100 Continue` gets it from the upstream: its body streams.
         let early = declared.is_some_and(|len| len <= super::body::EARLY_LIMIT)
-            && header(session, "expect").is_none();
+            && header(session, EXPECT).is_none();
         if early {
             Box::pin(super::body::read_early(session, ctx)).await?;
         } else {
@@ -294,7 +302,7 @@ async fn idempotency_gate(
     key: &KeyRecord,
 ) -> Result<Option<Admission>, ApiError> {
     let req = session.req_header();
-    let Some(value) = req.headers.get("idempotency-key") else {
+    let Some(value) = req.headers.get(IDEMPOTENCY_KEY) else {
         return Ok(None);
     };
     if !idempotency::applies_to(&req.method) {

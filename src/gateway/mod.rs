@@ -326,7 +326,7 @@ impl ProxyHttp for Gateway {
         let origin = session
             .req_header()
             .headers
-            .get("origin")
+            .get(http::header::ORIGIN)
             .and_then(|v| v.to_str().ok());
         let standings = ctx.ticket.as_ref().map_or(&[][..], |t| &t.standings[..]);
         self.app

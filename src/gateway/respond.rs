@@ -400,7 +400,7 @@ impl LocalResponse {
         let origin = session
             .req_header()
             .headers
-            .get("origin")
+            .get(http::header::ORIGIN)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         policy.decorate(&mut self.header, request_id, origin.as_deref(), tls, &[]);

@@ -12,7 +12,7 @@ use super::json_text::{find_member, skip_ws, splice};
 /// one.
 pub fn inject_include_usage(body: &[u8]) -> Option<Vec<u8>> {
     let open = skip_ws(body, 0);
-    if body.get(open) != Some(&b'{') {
+    if body.get(open) != Some(&b'{') || !may_name_stream(body) {
         return None;
     }
     let req: StreamReq = serde_json::from_slice(body).ok()?;
@@ -67,6 +67,13 @@ pub fn inject_include_usage(body: &[u8]) -> Option<Vec<u8>> {
             }
         }
     }
+}
+
+/// Whether `body` can hold a `stream` member at all: spelled plainly, or with a `\u` escape,
+/// which is the only other way JSON can write those letters. Most requests do not stream, and
+/// this look is far cheaper than parsing them.
+fn may_name_stream(body: &[u8]) -> bool {
+    body.windows(8).any(|w| w == b"\"stream\"") || body.windows(2).any(|w| w == b"\\u")
 }
 
 /// The request fields `inject_include_usage` reads.

@@ -26,6 +26,12 @@ fn inject_cases() {
         "duplicate key"
     );
 
+    // A `stream` key written with escapes streams too.
+    assert_eq!(
+        inject(r#"{"str\u0065am":true}"#).as_deref(),
+        Some(r#"{"stream_options":{"include_usage":true},"str\u0065am":true}"#)
+    );
+
     // Insertion right after `{`, every other byte kept.
     assert_eq!(
         inject(r#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}"#)
