@@ -48,7 +48,7 @@ const X_HOST_FINAL: HeaderName = HeaderName::from_static("x-host-final");
 const X_UPSTREAM_KEY: HeaderName = HeaderName::from_static("x-upstream-key");
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
-fn header<'a>(session: &'a Session, name: impl AsHeaderName) -> Option<&'a str> {
+fn header(session: &Session, name: impl AsHeaderName) -> Option<&str> {
     session
         .req_header()
         .headers
