@@ -21,7 +21,10 @@
 # HOLD_STREAMS (default 9900: each proxied stream takes two descriptors in the gateway, and the
 # hard open-files limit here is 20,000; see README), SKIP_HOLD=1 to skip that part, TOLLGATE
 # (the gateway binary, default target/release/tollgate), CACHE_MB (Tollgate's storage.cache_mb;
-# unset, the default of 64).
+# unset, the default of 64), BASELINE (another Tollgate build, e.g. an older commit's: it serves
+# its own copy of the same store and takes its turn with (b) and (c) in the closed-loop rounds,
+# which is what a before/after needs on a machine whose speed drifts from minute to minute; it
+# adds about 15 s a round; ROUNDS=6 or more, and SKIP_HOLD=1, for a before/after).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -88,25 +91,40 @@ limits:
   max_concurrent: 100000
 access_log: false
 EOF
+if [ -n "${BASELINE:-}" ]; then
+  base_port=$(free_port)
+  cp -r "$dir/data" "$dir/base-data"
+  sed -e "s#127.0.0.1:$port#127.0.0.1:$base_port#" -e "s#$dir/data#$dir/base-data#" \
+    -e "s#$dir/tollgate.pid#$dir/base.pid#" -e "s#$dir/upgrade.sock#$dir/base.sock#" \
+    -e "s#^admin: .*##" -e "s#^metrics: .*##" "$dir/tollgate.yaml" >"$dir/base.yaml"
+  $(pin 0) "$BASELINE" serve -c "$dir/base.yaml" >"$dir/base.log" 2>&1 &
+  base=$!
+  pids+=($base)
+fi
 $(pin 0) "$TOLLGATE" serve -c "$dir/tollgate.yaml" >"$dir/tollgate.log" 2>&1 &
 gw=$!
 pids+=($gw)
-for p in "$mock_port" "$bare_port" "$port" "$metrics_port"; do
+for p in "$mock_port" "$bare_port" "$port" "$metrics_port" ${base_port:-}; do
   wait_port "$p" || { echo "port $p did not open"; cat "$dir"/*.log; exit 1; }
 done
 # The store opens in the background; the first request waits for it.
 curl -sf -o /dev/null -H "Authorization: Bearer $(head -1 "$dir/keys.txt")" -H 'Content-Type: application/json' \
   -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"warm up"}]}' \
   "http://127.0.0.1:$port/v1/chat/completions" || { echo "Tollgate refused the warm-up request"; cat "$dir/tollgate.log"; exit 1; }
+if [ -n "${BASELINE:-}" ]; then
+  curl -sf -o /dev/null -H "Authorization: Bearer $(head -1 "$dir/keys.txt")" -H 'Content-Type: application/json' \
+    -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"warm up"}]}' \
+    "http://127.0.0.1:$base_port/v1/chat/completions" || { echo "the baseline refused the warm-up request"; cat "$dir/base.log"; exit 1; }
+fi
 
 # Waits (up to 15 s) until neither gateway is using its core: work left over from one run
 # (Tollgate's write-behind of thousands of records) must not land in the next.
 settle() {
-  local g0 b0 g1 b1
+  local g0 b0 g1 b1 o0 o1
   for _ in $(seq 1 30); do
-    g0=$(cpu_ticks "$gw"); b0=$(cpu_ticks "$bare"); sleep 0.5
-    g1=$(cpu_ticks "$gw"); b1=$(cpu_ticks "$bare")
-    [ $((g1 - g0 + b1 - b0)) -le 2 ] && return 0
+    g0=$(cpu_ticks "$gw"); b0=$(cpu_ticks "$bare"); o0=$( [ -n "${base:-}" ] && cpu_ticks "$base" || echo 0); sleep 0.5
+    g1=$(cpu_ticks "$gw"); b1=$(cpu_ticks "$bare"); o1=$( [ -n "${base:-}" ] && cpu_ticks "$base" || echo 0)
+    [ $((g1 - g0 + b1 - b0 + o1 - o0)) -le 2 ] && return 0
   done
 }
 
@@ -153,9 +171,17 @@ keys="BENCH_KEYS=$dir/keys.txt"
 started_rss=$(rss_mib "$gw" VmRSS)
 echo "closed loop: wrk -t1 -c$CONNECTIONS, $DURATION per run; bare proxy and Tollgate take turns, $ROUNDS rounds, medians shown"
 run a "$direct" - X=1
-for _ in $(seq 1 "$ROUNDS"); do
+for round in $(seq 1 "$ROUNDS"); do
   run b "$bare_url" "$bare" X=1
-  run c "$tg" "$gw" "$keys"
+  # With a BASELINE, the two builds swap places every round: whichever runs second was seen
+  # to gain from it on this VM.
+  if [ -n "${BASELINE:-}" ] && [ $((round % 2)) = 0 ]; then
+    run o "http://127.0.0.1:$base_port" "$base" "$keys"
+    run c "$tg" "$gw" "$keys"
+  else
+    run c "$tg" "$gw" "$keys"
+    [ -z "${BASELINE:-}" ] || run o "http://127.0.0.1:$base_port" "$base" "$keys"
+  fi
   run eb "$bare_url" "$bare" BENCH_STREAM=1
   run ec "$tg" "$gw" "$keys" BENCH_STREAM=1
 done
@@ -163,6 +189,7 @@ printf '%-34s %10s %9s %9s %10s %8s\n' scenario "req/s" "p50 ms" "p99 ms" "gw CP
 row a "(a) direct to the mock"
 row b "(b) bare Pingora proxy"
 row c "(c) Tollgate"
+[ -z "${BASELINE:-}" ] || row o "(c) with the BASELINE build"
 row eb "(e) SSE, bare Pingora proxy"
 row ec "(e) SSE, Tollgate"
 awk -v c="$(median "${RPS[c]}")" -v b="$(median "${RPS[b]}")" -v cc="$(median "${CPU[c]}")" -v cb="$(median "${CPU[b]}")" \
@@ -170,6 +197,12 @@ awk -v c="$(median "${RPS[c]}")" -v b="$(median "${RPS[b]}")" -v cc="$(median "$
 awk -v c="$(median "${RPS[ec]}")" -v b="$(median "${RPS[eb]}")" -v cc="$(median "${CPU[ec]}")" -v cb="$(median "${CPU[eb]}")" \
   'BEGIN {printf "SSE, Tollgate/bare: throughput %.3f; CPU per request, bare/Tollgate: %.3f\n", c / b, cb / cc}'
 echo "(SSE: 16 content events per response, no delay between them)"
+if [ -n "${BASELINE:-}" ]; then
+  echo "BASELINE: $BASELINE"
+  awk -v c="$(median "${CPU[c]}")" -v o="$(median "${CPU[o]}")" -v b="$(median "${CPU[b]}")" \
+    'BEGIN {printf "CPU per request: this build %.1f µs, BASELINE %.1f µs (%+.1f %%); (b)/(c) %.3f against (b)/BASELINE %.3f\n", c, o, (c - o) / o * 100, b / c, b / o}'
+  echo "per round, CPU µs: bare${CPU[b]}; this build${CPU[c]}; BASELINE${CPU[o]}"
+fi
 
 # ---- latency: what each hop adds, and Tollgate's own overhead metric over the same requests ----
 overhead() { curl -sf "http://127.0.0.1:$metrics_port/metrics" | awk '/^tollgate_overhead_seconds_(sum|count) / {print $2}' | paste -sd' '; }
