@@ -42,8 +42,8 @@ pub enum Admission {
     Relay,
 }
 
-/// Request headers admission reads on every request, prepared: a lookup by `&str` parses the
-/// name each time.
+// Request headers admission reads on every request, prepared: a lookup by `&str` parses the
+// name each time.
 const X_HOST_FINAL: HeaderName = HeaderName::from_static("x-host-final");
 const X_UPSTREAM_KEY: HeaderName = HeaderName::from_static("x-upstream-key");
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");

@@ -317,6 +317,8 @@ impl HeaderPolicy {
         standings: &[Standing],
     ) {
         edit_response(resp, |headers| {
+            // The fixed ones, and at most ten more: request id, origin, `Vary`, HSTS and six
+            // rate-limit headers. One growth of the map instead of several.
             headers.reserve(self.fixed.len() + 10);
             if let Ok(id) = HeaderValue::from_str(request_id) {
                 headers.insert(TOLLGATE_REQUEST_ID, id);

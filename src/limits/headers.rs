@@ -30,37 +30,24 @@ pub fn format_reset(d: Duration) -> String {
     }
     let s_ms = ms % 60_000;
     push_decimal(&mut out, s_ms / 1000);
-    let mut fraction = s_ms % 1000;
+    let fraction = s_ms % 1000;
     if fraction != 0 {
         // Milliseconds as a decimal fraction, trailing zeros dropped: 200 -> ".2".
-        let mut digits = 3;
-        while fraction % 10 == 0 {
-            fraction /= 10;
-            digits -= 1;
-        }
+        let digits = [fraction / 100, fraction / 10 % 10, fraction % 10];
+        let kept = digits
+            .iter()
+            .rposition(|&d| d != 0)
+            .map_or(0, |last| last + 1);
         out.push('.');
-        for _ in 0..digits - decimal_len(fraction) {
-            out.push('0');
-        }
-        push_decimal(&mut out, fraction);
+        out.extend(digits[..kept].iter().map(|&d| char::from(b'0' + d as u8)));
     }
     out.push('s');
     out
 }
 
-fn decimal_len(mut v: u64) -> usize {
-    let mut len = 1;
-    while v >= 10 {
-        v /= 10;
-        len += 1;
-    }
-    len
-}
-
-fn push_decimal(out: &mut String, v: u64) {
+fn push_decimal(out: &mut String, mut v: u64) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
-    let mut v = v;
     loop {
         i -= 1;
         digits[i] = b'0' + (v % 10) as u8;
