@@ -16,7 +16,9 @@ use sha2::{Digest, Sha256};
 use tollgate::auth::{generate_id, generate_secret, hash_secret, hex, KeyDirectory};
 use tollgate::config::BackendUrl;
 use tollgate::gateway::model_gate::{BodyKind, ModelGate};
-use tollgate::gateway::rewrite::{rewrite_upstream_request, BodyFraming, UpstreamHead};
+use tollgate::gateway::rewrite::{
+    bearer, rewrite_upstream_request, BodyFraming, Credential, UpstreamHead,
+};
 use tollgate::gateway::route::route_label;
 use tollgate::gateway::upstream::Backend;
 use tollgate::limits::{Limiter, Limits, Subject};
@@ -162,12 +164,14 @@ fn rewrite(c: &mut Criterion) {
     ] {
         template.append_header(name, value).expect("header");
     }
+    // A pool key, its header value prepared once as the gateway's pools do.
+    let provider_key = bearer("sk-provider").expect("key");
     c.bench_function("upstream request rewrite", |b| {
         b.iter(|| {
             let mut req = template.clone();
             let head = UpstreamHead {
                 backend: &backend,
-                key: Some("sk-provider"),
+                credential: Credential::Prepared(&provider_key),
                 request_id: "req_0123456789",
                 uncompressed: true,
                 framing: BodyFraming::Length(120),

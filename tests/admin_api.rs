@@ -655,6 +655,25 @@ async fn hosts_put_list_delete() {
         admin_error(&gw, 400, "PUT", &path, Some(host)).await;
     }
 
+    // A key no HTTP header can carry is refused up front (it could never be sent upstream),
+    // without being echoed, and nothing is stored.
+    let secret = "sk-admin-host-key\nsecond-line";
+    let host = json!({"keys": [secret], "origin": "http://127.0.0.1:1"});
+    let body = gw
+        .admin_expect(400, "PUT", "/admin/hosts/newline.example", Some(host))
+        .await;
+    assert_error_shape(&body);
+    assert!(
+        body.to_string().contains("provider key 1 has characters"),
+        "{body}"
+    );
+    assert!(!body.to_string().contains("sk-admin-host-key"), "{body}");
+    let (_, list) = gw.admin("GET", "/admin/hosts", None).await;
+    assert!(
+        find_item(&list, "host", "newline.example").is_none(),
+        "{list}"
+    );
+
     // Delete: 204, then 404, and X-Host-Final refuses it again.
     gw.admin_expect(204, "DELETE", "/admin/hosts/dyn.example", None)
         .await;

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::modules::http::HttpModules;
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{ErrorSource, ErrorType};
@@ -31,7 +32,7 @@ use crate::app::App;
 use crate::metrics::GaugeGuard;
 use ctx::RequestCtx;
 use respond::{ApiError, LocalResponse};
-use rewrite::{BodyFraming, UpstreamHead};
+use rewrite::{BodyFraming, Credential, UpstreamHead};
 
 pub struct Gateway {
     pub app: Arc<App>,
@@ -96,6 +97,11 @@ impl ProxyHttp for Gateway {
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx::new()
     }
+
+    /// None. Pingora's default is a response-compression module switched off (level 0), which
+    /// still builds a context and runs in every phase of every request; the gateway passes
+    /// bodies through as the upstream sent them and never compresses them itself.
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
     /// Request id, start instant, TLS flag and the active-request gauge.
     async fn early_request_filter(
@@ -214,7 +220,10 @@ impl ProxyHttp for Gateway {
         };
         let head = UpstreamHead {
             backend: &pool.backends[index],
-            key: ctx.byok_key.as_deref().or_else(|| pool.next_key()),
+            credential: match ctx.byok_key.as_deref() {
+                Some(key) => Credential::Own(key),
+                None => pool.next_credential(),
+            },
             request_id: &ctx.request_id,
             uncompressed: ctx.ticket.is_some(),
             framing,

@@ -37,11 +37,28 @@ pub enum BodyFraming {
     Chunked,
 }
 
+/// The credential the upstream request carries.
+#[derive(Clone, Copy, Debug)]
+pub enum Credential<'a> {
+    /// No `Authorization` at all.
+    None,
+    /// The client's own provider key: its header value is made for this request.
+    Own(&'a str),
+    /// A pool key's header value, made when the pool was built.
+    Prepared(&'a HeaderValue),
+}
+
+/// `Bearer <key>`, marked sensitive so that it is never printed.
+pub fn bearer(key: &str) -> std::result::Result<HeaderValue, http::header::InvalidHeaderValue> {
+    let mut value = HeaderValue::try_from(format!("Bearer {key}"))?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
 /// Everything the upstream head gets besides what the client sent.
 pub struct UpstreamHead<'a> {
     pub backend: &'a Backend,
-    /// The provider key, or none to send no `Authorization`.
-    pub key: Option<&'a str>,
+    pub credential: Credential<'a>,
     pub request_id: &'a str,
     /// Metered responses are parsed, so they must come uncompressed.
     pub uncompressed: bool,
@@ -50,18 +67,17 @@ pub struct UpstreamHead<'a> {
 
 pub fn rewrite_upstream_request(req: &mut RequestHeader, head: &UpstreamHead) -> Result<()> {
     // Prepared before the edit, so that a value that cannot be a header fails cleanly.
-    let value =
-        |text: &str| HeaderValue::from_str(text).or_err(InvalidHTTPHeader, "upstream header value");
-    let host = value(&head.backend.authority)?;
-    let request_id = value(head.request_id)?;
-    let authorization = match head.key {
-        Some(key) => {
-            let mut v = HeaderValue::try_from(format!("Bearer {key}"))
-                .or_err(InvalidHTTPHeader, "provider key")?;
-            v.set_sensitive(true);
-            Some(v)
-        }
-        None => None,
+    let host = head
+        .backend
+        .host_header
+        .clone()
+        .ok_or_else(|| Error::explain(InvalidHTTPHeader, "upstream host"))?;
+    let request_id =
+        HeaderValue::from_str(head.request_id).or_err(InvalidHTTPHeader, "request id")?;
+    let authorization = match head.credential {
+        Credential::None => None,
+        Credential::Own(key) => Some(bearer(key).or_err(InvalidHTTPHeader, "provider key")?),
+        Credential::Prepared(value) => Some(value.clone()),
     };
     edit_request(req, |parts| {
         let headers = &mut parts.headers;
@@ -77,16 +93,23 @@ pub fn rewrite_upstream_request(req: &mut RequestHeader, head: &UpstreamHead) ->
             headers.remove(name);
         }
 
-        let path_and_query = parts
-            .uri
-            .path_and_query()
-            .map(|pq| pq.as_str())
-            .unwrap_or("/");
-        parts.uri = head
-            .backend
-            .upstream_path(path_and_query)
-            .parse::<http::Uri>()
-            .or_err(InvalidHTTPHeader, "upstream path")?;
+        // An origin-form target going to a backend without a base path is already what the
+        // upstream must see; anything else is rebuilt as the backend's path.
+        let keep_target = head.backend.base_path.is_empty()
+            && parts.uri.scheme().is_none()
+            && parts.uri.path_and_query().is_some();
+        if !keep_target {
+            let path_and_query = parts
+                .uri
+                .path_and_query()
+                .map(|pq| pq.as_str())
+                .unwrap_or("/");
+            parts.uri = head
+                .backend
+                .upstream_path(path_and_query)
+                .parse::<http::Uri>()
+                .or_err(InvalidHTTPHeader, "upstream path")?;
+        }
 
         headers.insert(header::HOST, host);
         if let Some(authorization) = authorization {
@@ -140,7 +163,7 @@ mod tests {
         }
         let head = UpstreamHead {
             backend: &backend,
-            key: Some("sk-provider"),
+            credential: Credential::Own("sk-provider"),
             request_id: "req_1",
             uncompressed: true,
             framing: BodyFraming::Length(42),
@@ -149,6 +172,7 @@ mod tests {
         let get = |n: &str| req.headers.get(n).map(|v| v.to_str().unwrap().to_string());
         assert_eq!(req.uri.to_string(), "/openai/v1/chat/completions?a=1");
         assert_eq!(get("authorization").as_deref(), Some("Bearer sk-provider"));
+        assert!(req.headers["authorization"].is_sensitive());
         assert_eq!(get("host").as_deref(), Some("api.example.com"));
         assert_eq!(get("x-tollgate-request-id").as_deref(), Some("req_1"));
         assert_eq!(get("content-type").as_deref(), Some("application/json"));
@@ -180,7 +204,7 @@ mod tests {
         req.append_header("accept-encoding", "gzip").unwrap();
         let head = UpstreamHead {
             backend: &backend,
-            key: None,
+            credential: Credential::None,
             request_id: "r",
             uncompressed: false,
             framing: BodyFraming::Chunked,
@@ -190,5 +214,51 @@ mod tests {
         assert!(req.headers.get("content-length").is_none());
         assert_eq!(req.headers.get("accept-encoding").unwrap(), "gzip");
         assert_eq!(req.headers.get("host").unwrap(), "10.0.0.1:8000");
+        assert_eq!(req.uri.to_string(), "/v1/models");
+    }
+
+    #[test]
+    fn a_prepared_key_goes_as_prepared_and_an_absolute_target_becomes_a_path() {
+        let backend = Backend::new(BackendUrl {
+            tls: false,
+            host: "10.0.0.1".into(),
+            port: 80,
+            base_path: String::new(),
+        });
+        let prepared = bearer("sk-pool").unwrap();
+        let mut req =
+            RequestHeader::build("POST", b"http://gateway.local/v1/embeddings?x=1", None).unwrap();
+        let head = UpstreamHead {
+            backend: &backend,
+            credential: Credential::Prepared(&prepared),
+            request_id: "r",
+            uncompressed: false,
+            framing: BodyFraming::AsSent,
+        };
+        rewrite_upstream_request(&mut req, &head).unwrap();
+        assert_eq!(req.headers["authorization"], "Bearer sk-pool");
+        assert!(req.headers["authorization"].is_sensitive());
+        assert_eq!(req.uri.to_string(), "/v1/embeddings?x=1");
+        assert_eq!(req.headers["host"], "10.0.0.1");
+    }
+
+    #[test]
+    fn a_key_that_cannot_be_a_header_fails_the_request_cleanly() {
+        let backend = Backend::new(BackendUrl {
+            tls: false,
+            host: "h".into(),
+            port: 80,
+            base_path: String::new(),
+        });
+        let mut req = RequestHeader::build("GET", b"/v1/models", None).unwrap();
+        let head = UpstreamHead {
+            backend: &backend,
+            credential: Credential::Own("sk-bad\nkey"),
+            request_id: "r",
+            uncompressed: false,
+            framing: BodyFraming::AsSent,
+        };
+        let e = rewrite_upstream_request(&mut req, &head).unwrap_err();
+        assert_eq!(e.etype(), &InvalidHTTPHeader);
     }
 }

@@ -11,12 +11,14 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use http::HeaderValue;
 use pingora::protocols::tls::CaType;
 use pingora::tls::CertificateDer;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::utils::tls::WrappedX509;
 use rustls_pki_types::pem::PemObject;
 
+use super::rewrite::{bearer, Credential};
 use crate::config::{parse_backend_url, BackendUrl, HealthCheck};
 
 /// Consecutive failures after which a backend is skipped…
@@ -33,6 +35,9 @@ pub struct Backend {
     pub base_path: String,
     /// The `Host` header for this backend.
     pub authority: String,
+    /// `authority` as a header value, made once; none if it cannot be one (a request to this
+    /// backend then fails cleanly rather than sending a broken head).
+    pub host_header: Option<HeaderValue>,
     consecutive_failures: AtomicU32,
     skip_until_ms: AtomicU64,
     /// Last verdict of the active health check (true when there is none).
@@ -58,6 +63,7 @@ impl Backend {
             host: url.host,
             port: url.port,
             base_path,
+            host_header: HeaderValue::from_str(&authority).ok(),
             authority,
             consecutive_failures: AtomicU32::new(0),
             skip_until_ms: AtomicU64::new(0),
@@ -89,6 +95,8 @@ pub struct Pool {
     pub name: String,
     pub backends: Vec<Backend>,
     keys: Vec<String>,
+    /// Each key's `Authorization` value, made when the pool is built rather than per request.
+    bearers: Vec<HeaderValue>,
     next_backend: AtomicUsize,
     next_key: AtomicUsize,
     pub connect_timeout: Duration,
@@ -118,15 +126,30 @@ impl Pool {
             return Err(format!("upstream {} has no backend", spec.name));
         }
         let ca = spec.ca_file.map(load_ca).transpose()?;
+        let keys: Vec<String> = spec
+            .keys
+            .iter()
+            .filter(|k| !k.is_empty())
+            .cloned()
+            .collect();
+        // The key itself is never part of the message: it is a secret.
+        let bearers = keys
+            .iter()
+            .enumerate()
+            .map(|(i, key)| {
+                bearer(key).map_err(|_| {
+                    format!(
+                        "provider key {} has characters an HTTP header cannot carry",
+                        i + 1
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Pool {
             name: spec.name.to_string(),
             backends,
-            keys: spec
-                .keys
-                .iter()
-                .filter(|k| !k.is_empty())
-                .cloned()
-                .collect(),
+            keys,
+            bearers,
             next_backend: AtomicUsize::new(0),
             next_key: AtomicUsize::new(0),
             connect_timeout: Duration::from_millis(spec.connect_timeout_ms.max(1)),
@@ -136,13 +159,24 @@ impl Pool {
         })
     }
 
-    /// The next provider key in round-robin, if the pool has any.
-    pub fn next_key(&self) -> Option<&str> {
+    fn next_key_index(&self) -> Option<usize> {
         if self.keys.is_empty() {
             return None;
         }
-        let i = self.next_key.fetch_add(1, Ordering::Relaxed) % self.keys.len();
-        Some(&self.keys[i])
+        Some(self.next_key.fetch_add(1, Ordering::Relaxed) % self.keys.len())
+    }
+
+    /// The next provider key in round-robin, if the pool has any.
+    pub fn next_key(&self) -> Option<&str> {
+        self.next_key_index().map(|i| self.keys[i].as_str())
+    }
+
+    /// The next provider key's prepared `Authorization`, in the same rotation as `next_key`.
+    pub fn next_credential(&self) -> Credential<'_> {
+        match self.next_key_index() {
+            Some(i) => Credential::Prepared(&self.bearers[i]),
+            None => Credential::None,
+        }
     }
 
     /// The next backend to try, skipping the ones in `tried` (a bit per backend). Backends
@@ -335,6 +369,52 @@ mod tests {
         );
         assert_eq!(p.backends[0].authority, "h");
         assert_eq!(p.backends[2].authority, "h:8080");
+    }
+
+    #[test]
+    fn prepared_credentials_follow_the_key_rotation() {
+        let p = pool(&["http://a"]);
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            match p.next_credential() {
+                Credential::Prepared(v) => {
+                    assert!(v.is_sensitive());
+                    seen.push(v.to_str().unwrap().to_string());
+                }
+                other => panic!("{other:?}"),
+            }
+            seen.push(p.next_key().unwrap().to_string());
+        }
+        assert_eq!(seen, ["Bearer k1", "k2", "Bearer k1", "k2"]);
+    }
+
+    #[test]
+    fn a_provider_key_that_cannot_be_a_header_is_refused_without_showing_it() {
+        let backends = ["http://a".to_string()];
+        let err = Pool::new(PoolSpec {
+            name: "p",
+            backends: &backends,
+            keys: &["sk-good".into(), "sk-secret\r\nx".into()],
+            connect_timeout_ms: 100,
+            read_timeout_ms: 100,
+            health_check: None,
+            ca_file: None,
+        })
+        .err()
+        .unwrap();
+        assert!(err.contains("provider key 2"), "{err}");
+        assert!(!err.contains("sk-secret"), "{err}");
+        let empty = Pool::new(PoolSpec {
+            name: "p",
+            backends: &backends,
+            keys: &[],
+            connect_timeout_ms: 100,
+            read_timeout_ms: 100,
+            health_check: None,
+            ca_file: None,
+        })
+        .unwrap();
+        assert!(matches!(empty.next_credential(), Credential::None));
     }
 
     #[test]
