@@ -12,12 +12,14 @@ pub enum BodyKind {
 impl BodyKind {
     /// The kind of body worth checking, from its `Content-Type`; `None` for others.
     pub fn from_content_type(content_type: &str) -> Option<BodyKind> {
-        let lower = content_type.to_ascii_lowercase();
-        let essence = lower.split(';').next().unwrap_or("").trim();
-        if essence == "application/json" || essence.ends_with("+json") {
+        // Compared without regard to case, and without a lower-cased copy per request.
+        let essence = content_type.split(';').next().unwrap_or("").trim();
+        let ends_with_json = essence.len() >= 5
+            && essence.as_bytes()[essence.len() - 5..].eq_ignore_ascii_case(b"+json");
+        if essence.eq_ignore_ascii_case("application/json") || ends_with_json {
             return Some(BodyKind::Json);
         }
-        if essence == "multipart/form-data" {
+        if essence.eq_ignore_ascii_case("multipart/form-data") {
             let boundary = content_type.split(';').find_map(|param| {
                 let (name, value) = param.trim().split_once('=')?;
                 name.trim()
@@ -202,5 +204,25 @@ mod tests {
         ));
         assert!(BodyKind::from_content_type("audio/mpeg").is_none());
         assert!(BodyKind::from_content_type("multipart/form-data").is_none());
+        // Media types are case-insensitive (RFC 9110 §8.3.1); the boundary keeps its case.
+        for json in [
+            "Application/JSON",
+            "application/vnd.api+JSON ; x=1",
+            " +json",
+        ] {
+            assert!(
+                matches!(BodyKind::from_content_type(json), Some(BodyKind::Json)),
+                "{json}"
+            );
+        }
+        for other in ["json", "", "é+jso", "text/plain"] {
+            assert!(BodyKind::from_content_type(other).is_none(), "{other}");
+        }
+        let Some(BodyKind::Multipart { boundary }) =
+            BodyKind::from_content_type("Multipart/Form-Data; Boundary=AbC")
+        else {
+            panic!("not multipart")
+        };
+        assert_eq!(boundary, "AbC");
     }
 }

@@ -31,9 +31,18 @@ pub fn finish(app: &App, session: &Session, ctx: &mut RequestCtx, error: Option<
     });
 
     let m = &app.metrics;
-    let status_label = status.to_string();
+    // `StatusCode` keeps the text of every code: no formatting per request.
+    let code = http::StatusCode::from_u16(status);
+    let owned;
+    let status_label = match &code {
+        Ok(code) => code.as_str(),
+        Err(_) => {
+            owned = status.to_string();
+            owned.as_str()
+        }
+    };
     m.requests_total
-        .with_label_values(&[ctx.route, status_label.as_str()])
+        .with_label_values(&[ctx.route, status_label])
         .inc();
     m.request_duration
         .with_label_values(&[ctx.route])
