@@ -189,14 +189,19 @@ mod tests {
         }
     }
 
+    /// A plain-HTTP backend without a base path.
+    fn plain_backend(host: &str, port: u16) -> Backend {
+        Backend::new(BackendUrl {
+            tls: false,
+            host: host.into(),
+            port,
+            base_path: String::new(),
+        })
+    }
+
     #[test]
     fn no_key_means_no_authorization() {
-        let backend = Backend::new(BackendUrl {
-            tls: false,
-            host: "10.0.0.1".into(),
-            port: 8000,
-            base_path: String::new(),
-        });
+        let backend = plain_backend("10.0.0.1", 8000);
         let mut req = RequestHeader::build("GET", b"/v1/models", None).unwrap();
         req.append_header("authorization", "Bearer sk-tg-x")
             .unwrap();
@@ -219,12 +224,7 @@ mod tests {
 
     #[test]
     fn a_prepared_key_goes_as_prepared_and_an_absolute_target_becomes_a_path() {
-        let backend = Backend::new(BackendUrl {
-            tls: false,
-            host: "10.0.0.1".into(),
-            port: 80,
-            base_path: String::new(),
-        });
+        let backend = plain_backend("10.0.0.1", 80);
         let prepared = bearer("sk-pool").unwrap();
         let mut req =
             RequestHeader::build("POST", b"http://gateway.local/v1/embeddings?x=1", None).unwrap();
@@ -244,12 +244,7 @@ mod tests {
 
     #[test]
     fn a_key_that_cannot_be_a_header_fails_the_request_cleanly() {
-        let backend = Backend::new(BackendUrl {
-            tls: false,
-            host: "h".into(),
-            port: 80,
-            base_path: String::new(),
-        });
+        let backend = plain_backend("h", 80);
         let mut req = RequestHeader::build("GET", b"/v1/models", None).unwrap();
         let head = UpstreamHead {
             backend: &backend,
