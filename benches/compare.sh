@@ -5,7 +5,7 @@
 #   (c) Tollgate with authentication, limits, metering and metrics (access log off),
 #   (d) (c) with a fresh Idempotency-Key on every request,
 #   (e) SSE streams through (b) and through (c),
-# then a fixed 2,000 requests/s through (a) and (c) for the added latency, Tollgate's own
+# then a fixed 2,000 requests/s through (a) and (c) in turn for the added p99, Tollgate's own
 # tollgate_overhead_seconds over that run, its peak RSS with 100,000 keys in the store, and
 # thousands of SSE streams held open at once through (b) and (c): RSS with half and with all of them
 # open, and from the difference what each further stream costs.
@@ -16,8 +16,9 @@
 # throughput ratio reflects only when the gateway's core is the one that is full ("gw busy").
 #
 # Environment: DURATION (per closed-loop run, default 3s), ROUNDS (default 3), CONNECTIONS
-# (default 64), RATE (fixed-rate run, default 2000), RATE_DURATION (default 6s), KEYS (in the
-# store, default 100000), KEYS_USED (how many of them the load takes in turn, default 1000),
+# (default 64), RATE (fixed-rate runs, default 2000), RATE_DURATION (default 5s), RATE_ROUNDS
+# (rounds of the fixed-rate pair, default 3), KEYS (in the store, default 100000), KEYS_USED
+# (how many of them the load takes in turn, default 1000),
 # HOLD_STREAMS (default 9900: each proxied stream takes two descriptors in the gateway, and the
 # hard open-files limit here is 20,000; see README), SKIP_HOLD=1 to skip that part, TOLLGATE
 # (the gateway binary, default target/release/tollgate), CACHE_MB (Tollgate's storage.cache_mb;
@@ -32,7 +33,8 @@ DURATION=${DURATION:-3s}
 ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-64}
 RATE=${RATE:-2000}
-RATE_DURATION=${RATE_DURATION:-6s}
+RATE_DURATION=${RATE_DURATION:-5s}
+RATE_ROUNDS=${RATE_ROUNDS:-3}
 LATENCY_DURATION=${LATENCY_DURATION:-4s}
 KEYS=${KEYS:-100000}
 KEYS_USED=${KEYS_USED:-1000}
@@ -52,6 +54,12 @@ wait_port() { for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev
 pin() { if [ "$(nproc)" -ge 2 ]; then echo taskset -c "$1"; fi; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_mib() { awk -v f="$2" '$1 == f":" {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
+# CPU time the VM's host took from this machine (all cores), and its share of a span.
+steal_ticks() { awk '/^cpu / {print $9}' /proc/stat; }
+steal_share() { # TICKS0 TICKS1 T0 T1
+  awk -v s="$(($2 - $1))" -v a="$3" -v b="$4" -v hz="$(getconf CLK_TCK)" -v n="$(nproc)" \
+    'BEGIN {printf "%.1f %%", s / hz / (b - a) / n * 100}'
+}
 
 dir=$(mktemp -d)
 pids=()
@@ -170,6 +178,7 @@ keys="BENCH_KEYS=$dir/keys.txt"
 
 started_rss=$(rss_mib "$gw" VmRSS)
 echo "closed loop: wrk -t1 -c$CONNECTIONS, $DURATION per run; bare proxy and Tollgate take turns, $ROUNDS rounds, medians shown"
+steal0=$(steal_ticks); t0=$(date +%s.%N)
 run a "$direct" - X=1
 for round in $(seq 1 "$ROUNDS"); do
   run b "$bare_url" "$bare" X=1
@@ -185,6 +194,7 @@ for round in $(seq 1 "$ROUNDS"); do
   run eb "$bare_url" "$bare" BENCH_STREAM=1
   run ec "$tg" "$gw" "$keys" BENCH_STREAM=1
 done
+steal1=$(steal_ticks); t1=$(date +%s.%N)
 printf '%-34s %10s %9s %9s %10s %8s\n' scenario "req/s" "p50 ms" "p99 ms" "gw CPU µs" "gw busy%"
 row a "(a) direct to the mock"
 row b "(b) bare Pingora proxy"
@@ -197,6 +207,7 @@ awk -v c="$(median "${RPS[c]}")" -v b="$(median "${RPS[b]}")" -v cc="$(median "$
 awk -v c="$(median "${RPS[ec]}")" -v b="$(median "${RPS[eb]}")" -v cc="$(median "${CPU[ec]}")" -v cb="$(median "${CPU[eb]}")" \
   'BEGIN {printf "SSE, Tollgate/bare: throughput %.3f; CPU per request, bare/Tollgate: %.3f\n", c / b, cb / cc}'
 echo "(SSE: 16 content events per response, no delay between them)"
+echo "CPU time the VM host took (steal) during these rounds: $(steal_share "$steal0" "$steal1" "$t0" "$t1") of the cores"
 if [ -n "${BASELINE:-}" ]; then
   echo "BASELINE: $BASELINE"
   awk -v c="$(median "${CPU[c]}")" -v o="$(median "${CPU[o]}")" -v b="$(median "${CPU[b]}")" \
@@ -246,18 +257,49 @@ hey_stats() { # prints: req/s p50_ms p99_ms mean_ms non200
        /\[[0-9]+\]/ {code=$1; gsub(/[\[\]]/, "", code); if (code != "200") bad += $2}
        END {printf "%.0f %.2f %.2f %.3f %d\n", r, p50, p99, m, bad + 0}'
 }
+# One fixed-rate p99 on this VM moves by milliseconds from one run to the next, even direct to
+# the mock; so (a), (b) and (c) take turns for RATE_ROUNDS rounds, the order reversed every
+# other round, and each added p99 reported is the median of the rounds' differences, each
+# round's shown too. The bare proxy's row tells what the extra hop (a second process, the other
+# core) adds by itself; the CPU time the VM's host took away meanwhile ("steal") tells how
+# noisy the rounds were.
 echo
 settle
-echo "fixed rate: $RATE requests/s for $RATE_DURATION (hey, $workers workers; hey reports to 0.1 ms)"
-read -r ra a50 a99 amean abad < <(hey_run "$direct/v1/chat/completions" "" | hey_stats)
+echo "fixed rate: $RATE requests/s for $RATE_DURATION (hey, $workers workers; hey reports to 0.1 ms), $RATE_ROUNDS rounds, (a), (b) and (c) in turn"
+declare -A RRPS RP50 RP99 RMEAN ADDED
+rate_run() { # KEY: one fixed-rate run of (a), (b) or (c); appends its figures under KEY
+  local stats bad r p50 p99 mean
+  case $1 in
+    a) stats=$(hey_run "$direct/v1/chat/completions" "" | hey_stats) ;;
+    b) stats=$(hey_run "$bare_url/v1/chat/completions" "" | hey_stats) ;;
+    c) stats=$(hey_run "$tg/v1/chat/completions" "$(head -1 "$dir/keys.txt")" | hey_stats) ;;
+  esac
+  bad=${stats##* }
+  [ "$bad" = 0 ] || { echo "fixed-rate run ($1) had $bad non-200 answers" >&2; exit 1; }
+  read -r r p50 p99 mean _ <<<"$stats"
+  RRPS[$1]+=" $r"; RP50[$1]+=" $p50"; RP99[$1]+=" $p99"; RMEAN[$1]+=" $mean"
+}
+last() { awk '{print $NF}' <<<"$1"; }
 before=$(overhead)
-read -r rc c50 c99 cmean cbad < <(hey_run "$tg/v1/chat/completions" "$(head -1 "$dir/keys.txt")" | hey_stats)
+steal0=$(steal_ticks); t0=$(date +%s.%N)
+for round in $(seq 1 "$RATE_ROUNDS"); do
+  if [ $((round % 2)) = 1 ]; then order="a b c"; else order="c b a"; fi
+  for k in $order; do rate_run "$k"; done
+  for k in b c; do
+    ADDED[$k]+=" $(awk -v a="$(last "${RP99[a]}")" -v x="$(last "${RP99[$k]}")" 'BEGIN {printf "%+.2f", x - a}')"
+  done
+done
+steal1=$(steal_ticks); t1=$(date +%s.%N)
 read -r on omean <<<"$(overhead_delta "$before" "$(overhead)")"
-[ "$abad$cbad" = 00 ] || { echo "fixed-rate run had non-200 answers: direct $abad, Tollgate $cbad" >&2; exit 1; }
-printf '  (a) direct:   %s req/s  p50 %s ms  p99 %s ms  mean %s ms\n' "$ra" "$a50" "$a99" "$amean"
-printf '  (c) Tollgate: %s req/s  p50 %s ms  p99 %s ms  mean %s ms\n' "$rc" "$c50" "$c99" "$cmean"
-awk -v a="$a99" -v c="$c99" 'BEGIN {printf "  added p99: %+.2f ms\n", c - a}'
-echo "  tollgate_overhead_seconds over that run: $on requests, mean $omean µs"
+for k in a b c; do
+  case $k in a) label='(a) direct:' ;; b) label='(b) bare proxy:' ;; c) label='(c) Tollgate:' ;; esac
+  printf '  %-16s %6.0f req/s  p50 %5s ms  p99 %5s ms  mean %s ms   (medians; p99 per round:%s)\n' \
+    "$label" "$(median "${RRPS[$k]}")" "$(median "${RP50[$k]}")" \
+    "$(median "${RP99[$k]}")" "$(median "${RMEAN[$k]}")" "${RP99[$k]}"
+done
+echo "  added p99 over (a), median of the rounds: (c) Tollgate $(median "${ADDED[c]}") ms (per round:${ADDED[c]}); (b) bare proxy $(median "${ADDED[b]}") ms (per round:${ADDED[b]})"
+echo "  CPU time the VM host took (steal) during these runs: $(steal_share "$steal0" "$steal1" "$t0" "$t1") of the cores"
+echo "  tollgate_overhead_seconds over the (c) runs: $on requests, mean $omean µs"
 echo
 echo "Tollgate RSS with $KEYS keys in the store ($KEYS_USED of them in use): $started_rss MiB after start-up; peak $(rss_mib "$gw" VmHWM) MiB after (c), (e) and the latency runs (bare Pingora proxy: $(rss_mib "$bare" VmHWM) MiB)"
 
