@@ -37,8 +37,9 @@ pub enum BodyFraming {
     Chunked,
 }
 
-/// The credential the upstream request carries.
-#[derive(Clone, Copy, Debug)]
+/// The credential the upstream request carries. Not `Debug`: a client's own key must never
+/// end up printed.
+#[derive(Clone, Copy)]
 pub enum Credential<'a> {
     /// No `Authorization` at all.
     None,

@@ -381,7 +381,7 @@ mod tests {
                     assert!(v.is_sensitive());
                     seen.push(v.to_str().unwrap().to_string());
                 }
-                other => panic!("{other:?}"),
+                _ => panic!("a pool with keys gave no prepared credential"),
             }
             seen.push(p.next_key().unwrap().to_string());
         }
