@@ -5,8 +5,8 @@
 #   (c) Tollgate with authentication, limits, metering and metrics (access log off),
 #   (d) (c) with a fresh Idempotency-Key on every request,
 #   (e) SSE streams through (b) and through (c),
-# then a fixed 2,000 requests/s through (a) and (c) in turn for the added p99, Tollgate's own
-# tollgate_overhead_seconds over that run, its peak RSS with 100,000 keys in the store, and
+# then a fixed 2,000 requests/s through (a), (b) and (c) in turn for the added p99, Tollgate's own
+# tollgate_overhead_seconds over those runs, its peak RSS with 100,000 keys in the store, and
 # thousands of SSE streams held open at once through (b) and (c): RSS with half and with all of them
 # open, and from the difference what each further stream costs.
 #
@@ -17,7 +17,7 @@
 #
 # Environment: DURATION (per closed-loop run, default 3s), ROUNDS (default 3), CONNECTIONS
 # (default 64), RATE (fixed-rate runs, default 2000), RATE_DURATION (default 5s), RATE_ROUNDS
-# (rounds of the fixed-rate pair, default 3), KEYS (in the store, default 100000), KEYS_USED
+# (rounds of the fixed-rate trio, default 3), KEYS (in the store, default 100000), KEYS_USED
 # (how many of them the load takes in turn, default 1000),
 # HOLD_STREAMS (default 9900: each proxied stream takes two descriptors in the gateway, and the
 # hard open-files limit here is 20,000; see README), SKIP_HOLD=1 to skip that part, TOLLGATE
@@ -116,14 +116,13 @@ for p in "$mock_port" "$bare_port" "$port" "$metrics_port" ${base_port:-}; do
   wait_port "$p" || { echo "port $p did not open"; cat "$dir"/*.log; exit 1; }
 done
 # The store opens in the background; the first request waits for it.
-curl -sf -o /dev/null -H "Authorization: Bearer $(head -1 "$dir/keys.txt")" -H 'Content-Type: application/json' \
-  -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"warm up"}]}' \
-  "http://127.0.0.1:$port/v1/chat/completions" || { echo "Tollgate refused the warm-up request"; cat "$dir/tollgate.log"; exit 1; }
-if [ -n "${BASELINE:-}" ]; then
+warm_up() { # PORT LOG: one request through a Tollgate, or its log and exit
   curl -sf -o /dev/null -H "Authorization: Bearer $(head -1 "$dir/keys.txt")" -H 'Content-Type: application/json' \
     -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"warm up"}]}' \
-    "http://127.0.0.1:$base_port/v1/chat/completions" || { echo "the baseline refused the warm-up request"; cat "$dir/base.log"; exit 1; }
-fi
+    "http://127.0.0.1:$1/v1/chat/completions" || { echo "the gateway on port $1 refused the warm-up request"; cat "$2"; exit 1; }
+}
+warm_up "$port" "$dir/tollgate.log"
+[ -z "${BASELINE:-}" ] || warm_up "$base_port" "$dir/base.log"
 
 # Waits (up to 15 s) until neither gateway is using its core: work left over from one run
 # (Tollgate's write-behind of thousands of records) must not land in the next.

@@ -116,6 +116,10 @@ pub fn rate_limit_headers(standings: &[Standing]) -> Vec<(&'static str, String)>
 /// are written into one buffer and each header gets a slice of it: two allocations in all,
 /// where building each value on its own took two apiece.
 pub fn insert_rate_limit_headers(standings: &[Standing], headers: &mut HeaderMap) {
+    if trios(standings).next().is_none() {
+        // No limit applies (or the gateway's own answer): no buffer either.
+        return;
+    }
     let mut text = Vec::with_capacity(96);
     // Where each value ends in `text`, by its index in `NAMES`; the next starts there.
     let mut ends: [Option<usize>; 6] = [None; 6];
