@@ -14,6 +14,7 @@ use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -22,12 +23,48 @@ use mock::MockUpstream;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
-/// A port nobody listens on right now (the OS picks it; we release it for the gateway).
+/// A port nobody listens on right now and that this test process has not handed out before.
+///
+/// The ports are counted out of a range the kernel never picks for `bind(0)` or outgoing
+/// connections (outside `ip_local_port_range`). Asking the kernel for one instead lets it give
+/// the same port to the next `bind(0)`, a mock's or another test's, before our gateway binds
+/// it. Pingora then keeps retrying that listener for 30 s while serving on the others, so a
+/// test whose admin port was taken quietly talked to another test's gateway.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port")
+    static HANDED_OUT: AtomicU32 = AtomicU32::new(0);
+    let (low, high) = unassigned_port_range();
+    let span = u32::from(high - low);
+    // Test binaries run one after another; starting each at its own offset keeps a port a
+    // previous binary's gateway may still be closing out of the way.
+    let start = std::process::id() % span;
+    loop {
+        let n = HANDED_OUT.fetch_add(1, Ordering::Relaxed);
+        assert!(n < span, "no free port left in {low}..{high}");
+        let port = low + ((start + n) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Ports below (or else above) the kernel's ephemeral range.
+fn unassigned_port_range() -> (u16, u16) {
+    const LOWEST: u16 = 10_000;
+    const ENOUGH: u16 = 2_000;
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut bounds = s.split_whitespace().map(|n| n.parse::<u16>().ok());
+            Some((bounds.next()??, bounds.next()??))
+        })
+        .unwrap_or((32_768, 60_999));
+    if ephemeral.0 >= LOWEST + ENOUGH {
+        (LOWEST, ephemeral.0)
+    } else if ephemeral.1 <= u16::MAX - ENOUGH {
+        (ephemeral.1 + 1, u16::MAX)
+    } else {
+        panic!("the ephemeral port range {ephemeral:?} leaves no ports for the tests")
+    }
 }
 
 pub fn temp_dir(tag: &str) -> PathBuf {
