@@ -158,6 +158,39 @@ fn downstream_buffers() -> L4BufferSettings {
     L4BufferSettings::default().read(0).write(4096)
 }
 
+/// On a cold start, refuses to run when an address cannot be listened on (another process
+/// holds it, or the port needs a privilege). Pingora would retry a taken address for 30 s and
+/// then give up on that one listener while the rest of the gateway went on: a gateway without
+/// its admin API or metrics that systemd still counts as running. An upgrade takes the sockets
+/// over from the old process instead, so it is not checked.
+fn refuse_taken_addresses(config: &Config) -> Result<(), String> {
+    let public = config
+        .listen
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (format!("listen[{i}].addr"), l.addr.as_str()));
+    let admin = config
+        .admin
+        .iter()
+        .map(|a| ("admin.listen".to_string(), a.listen.as_str()));
+    let metrics = config
+        .metrics
+        .iter()
+        .map(|m| ("metrics.listen".to_string(), m.listen.as_str()));
+    for (path, addr) in public.chain(admin).chain(metrics) {
+        // The probe is dropped at once; like Pingora's listeners it sets SO_REUSEADDR, so a
+        // previous process's connections in TIME_WAIT do not count as taken.
+        if let Err(e) = std::net::TcpListener::bind(addr) {
+            let why = match e.kind() {
+                std::io::ErrorKind::AddrInUse => "another process is listening on it".to_string(),
+                _ => e.to_string(),
+            };
+            return Err(format!("{path}: cannot listen on {addr}: {why}"));
+        }
+    }
+    Ok(())
+}
+
 fn server_conf(config: &Config, daemon: bool) -> ServerConf {
     ServerConf {
         threads: config.server.threads.max(1),
@@ -224,6 +257,9 @@ pub fn build_server(
         daemon,
         ..Opt::default()
     };
+    if !upgrade {
+        refuse_taken_addresses(&config)?;
+    }
     let conf = server_conf(&config, daemon);
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();

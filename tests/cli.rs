@@ -279,6 +279,20 @@ fn serve_refuses_a_bad_config_with_the_same_messages() {
     let (path, check) = write_and_check(&dir, "bad.yaml", &yaml, &[]);
     assert_eq!(check.code, 1, "{check:?}");
 
+    let out = serve_expecting_exit(&path);
+    assert_ne!(out.code, 0, "serve: {}", out.stderr);
+    let stderr = out.stderr;
+    for line in check.stderr.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            stderr.contains(line),
+            "serve did not report `{line}`:\n{stderr}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `serve -c path` for a config it must refuse: waits for it to exit.
+fn serve_expecting_exit(path: &Path) -> Out {
     let mut child = Command::new(BIN)
         .args(["serve", "-c", path.to_str().unwrap()])
         .stdin(Stdio::null())
@@ -291,20 +305,62 @@ fn serve_refuses_a_bad_config_with_the_same_messages() {
     while child.try_wait().unwrap().is_none() {
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("serve kept running on an invalid config");
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "serve kept running; stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_ne!(out.status.code(), Some(0), "serve: {stderr}");
-    for line in check.stderr.lines().filter(|l| !l.trim().is_empty()) {
-        assert!(
-            stderr.contains(line),
-            "serve did not report `{line}`:\n{stderr}"
-        );
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
-    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn serve_refuses_an_address_another_process_listens_on() {
+    // Pingora alone would retry a taken address for 30 s and then run on without that
+    // listener; a cold start must stop with the address's path instead.
+    for taken in ["listen[1].addr", "admin.listen", "metrics.listen"] {
+        let dir = temp_dir("cli-serve-taken");
+        let holder = std::net::TcpListener::bind(("127.0.0.1", free_port())).unwrap();
+        let held = holder.local_addr().unwrap().to_string();
+        let addr = |path: &str| {
+            if path == taken {
+                held.clone()
+            } else {
+                format!("127.0.0.1:{}", free_port())
+            }
+        };
+        let yaml = format!(
+            "server:\n  pid_file: {d}/tollgate.pid\n  upgrade_sock: {d}/upgrade.sock\nlisten:\n  - addr: {}\n  - addr: {}\nadmin:\n  listen: {}\n  token: {ADMIN_TOKEN}\nmetrics:\n  listen: {}\nstorage:\n  path: {d}/data\nupstreams:\n  openai:\n    backends: [http://127.0.0.1:9]\n    keys: [sk-upstream]\n",
+            addr("listen[0].addr"),
+            addr("listen[1].addr"),
+            addr("admin.listen"),
+            addr("metrics.listen"),
+            d = dir.display()
+        );
+        let path = write(&dir, "taken.yaml", &yaml);
+        let out = serve_expecting_exit(&path);
+        assert_eq!(out.code, 1, "{out:?}");
+        assert!(
+            out.stderr.contains(&format!(
+                "{taken}: cannot listen on {held}: another process is listening on it"
+            )),
+            "{taken}: {}",
+            out.stderr
+        );
+        assert!(
+            !dir.join("data").exists(),
+            "{taken}: storage was opened before the refusal"
+        );
+        drop(holder);
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
 
 #[test]
