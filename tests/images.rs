@@ -208,24 +208,45 @@ async fn bad_parameters_and_missing_keys_are_refused_in_the_openai_shape() {
 
 #[tokio::test]
 async fn fifty_concurrent_misses_make_one_call_and_other_prompts_do_not_wait() {
-    let (mock, gw, key) = setup("").await;
+    let mock = MockUpstream::start().await;
+    // The foxes are held at the mock until the owl is done: no timing decides the order.
     mock.set_image_options(ImageOptions {
-        delay: Duration::from_millis(1500),
+        hold_while_body_contains: Some("fifty foxes".into()),
         ..ImageOptions::default()
     });
+    let mut config = config(&mock.url(), &[mock.url()], "");
+    // Long enough that the held generation never times out, however slow the machine.
+    config.upstreams = config
+        .upstreams
+        .replace("read_timeout_ms: 1500", "read_timeout_ms: 60000");
+    let gw = TestGateway::start(config).await;
+    let (_, key) = new_user(&gw, "painter").await;
+    // The key is checked once before, so the foxes below wait on nothing but the flight.
+    assert_eq!(fetch(gw.get("/account/images", &key)).await.status, 200);
     let mut tasks = Vec::new();
     for _ in 0..50 {
         let req = gw.get("/prompt/fifty%20foxes", &key);
         tasks.push(tokio::spawn(fetch(req)));
     }
-    // A different prompt goes to the backend while the first is still being drawn.
     assert!(mock.wait_for_image_generations(1, WAIT).await);
-    let other = tokio::spawn(fetch(gw.get("/prompt/one%20owl", &key)));
-    assert!(mock.wait_for_image_generations(2, WAIT).await);
+    // Every fox request is inside the gateway before the held image can be released.
+    assert!(
+        eventually(WAIT, || async {
+            metric(&gw, "tollgate_active_requests").await == 50.0
+        })
+        .await
+    );
+    // A different prompt is drawn and answered while the first is still being drawn.
+    let owl = tokio::time::timeout(WAIT, fetch(gw.get("/prompt/one%20owl", &key)))
+        .await
+        .expect("the owl waited for the held foxes");
+    assert_eq!(owl.status, 200);
+    assert_eq!(mock.image_generation_count(), 2);
     assert!(
         tasks.iter().all(|t| !t.is_finished()),
-        "the other prompt reached the backend before the first image was done"
+        "a fox request finished while its image was held"
     );
+    mock.set_image_options(ImageOptions::default());
     let mut bodies = Vec::new();
     let mut misses = 0;
     for t in tasks {
@@ -240,8 +261,6 @@ async fn fifty_concurrent_misses_make_one_call_and_other_prompts_do_not_wait() {
         bodies.windows(2).all(|w| w[0] == w[1]),
         "50 identical answers"
     );
-    let owl = other.await.unwrap();
-    assert_eq!(owl.status, 200);
     assert_ne!(owl.body, bodies[0]);
     assert_eq!(mock.image_generation_count(), 2, "one call per prompt");
     assert_eq!(

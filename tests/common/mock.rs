@@ -20,7 +20,7 @@
 //! |----------------------------------------------------|-----------------------------------------------------|
 //! | no image options set, request without `seed`       | legacy: every item is [`PNG_1X1`] (`b64_json`, or `url` = `{base}/files/img.png` when `response_format` is `url`) |
 //! | request carries a `seed` field (any value)          | generated PNGs (below); `url` items when `response_format` is `url`, else `b64_json` |
-//! | image options set ([`MockUpstream::set_image_options`]) | generated PNGs, after `delay`, in the shape `reply` picks (request's `response_format` ignored) |
+//! | image options set ([`MockUpstream::set_image_options`]) | generated PNGs, after `delay` (and while `hold_while_body_contains` matches), in the shape `reply` picks (request's `response_format` ignored) |
 //!
 //! A generated PNG ([`generated_png`]) is [`PNG_1X1`] with a `tEXt` chunk
 //! (keyword `Comment`, see [`png_text`]) inserted before `IEND` that holds
@@ -140,6 +140,9 @@ pub struct ImageOptions {
     /// `x-mock-delay-ms`).
     pub delay: Duration,
     pub reply: ImageReply,
+    /// Hold every generation whose request body contains this text (its prompt, say) until
+    /// the options are set again without it: a test decides when such an image is done.
+    pub hold_while_body_contains: Option<String>,
 }
 
 /// What a generated PNG is derived from (see [`generated_png`]).
@@ -324,6 +327,8 @@ impl MockUpstream {
     /// (see the module documentation).
     pub fn set_image_options(&self, options: ImageOptions) {
         *self.shared.image_options.lock().unwrap() = Some(options);
+        // Held generations look at the options again.
+        self.shared.changed.notify_waiters();
     }
 
     /// Back to the default image behaviour (as if options were never set).
@@ -659,6 +664,20 @@ async fn route(ctx: &Ctx) -> Response<MockBody> {
         if let Some(options) = options {
             tokio::time::sleep(options.delay).await;
         }
+        let held = |shared: &Shared| {
+            let options = shared.image_options.lock().unwrap();
+            let marker = options
+                .as_ref()
+                .and_then(|o| o.hold_while_body_contains.as_ref());
+            marker.is_some_and(|m| {
+                !m.is_empty() && ctx.body.windows(m.len()).any(|w| w == m.as_bytes())
+            })
+        };
+        // Ten minutes is a safety net only: the gateway gives up long before.
+        wait_until(&ctx.shared.changed, Duration::from_secs(600), || {
+            !held(&ctx.shared)
+        })
+        .await;
     }
     if post && (is("/v1/images/edits") || is("/v1/audio/transcriptions")) {
         return delayed(multipart_endpoint(ctx)).await;
