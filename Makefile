@@ -48,7 +48,7 @@ lint:
 
 # Side by side on loopback: the mock directly, a bare Pingora proxy, Tollgate, Tollgate with
 # Idempotency-Key, SSE; a fixed 2,000 requests/s; RSS with 100,000 keys; SSE streams held open.
-# Installs wrk and hey when missing (see benches/compare.sh).
+# Installs wrk (Debian) and oha (built once from crates.io) when missing (see benches/compare.sh).
 bench: deps
 	benches/compare.sh
 

@@ -11,13 +11,13 @@
 # open, and from the difference what each further stream costs.
 #
 # The gateway under test (bare proxy or Tollgate, one worker thread) runs on core 0; the load
-# generators (wrk for closed-loop throughput, hey for the fixed rate) and the mock upstream run
+# generators (wrk for closed-loop throughput, oha for the fixed rate) and the mock upstream run
 # on core 1. "gw CPU" is the gateway's CPU time per request, from /proc: the cost that the
 # throughput ratio reflects only when the gateway's core is the one that is full ("gw busy").
 #
 # Environment: DURATION (per closed-loop run, default 3s), ROUNDS (default 3), CONNECTIONS
 # (default 64), RATE (fixed-rate runs, default 2000), RATE_DURATION (default 5s), RATE_ROUNDS
-# (rounds of the fixed-rate trio, default 3), KEYS (in the store, default 100000), KEYS_USED
+# (rounds of the fixed-rate trio, default 3), RATE_CONNECTIONS (default 20), KEYS (in the store, default 100000), KEYS_USED
 # (how many of them the load takes in turn, default 1000),
 # HOLD_STREAMS (default 9900: each proxied stream takes two descriptors in the gateway, and the
 # hard open-files limit here is 20,000; see README), SKIP_HOLD=1 to skip that part, TOLLGATE
@@ -34,6 +34,7 @@ ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-64}
 RATE=${RATE:-2000}
 RATE_DURATION=${RATE_DURATION:-5s}
+RATE_CONNECTIONS=${RATE_CONNECTIONS:-20}
 RATE_ROUNDS=${RATE_ROUNDS:-3}
 LATENCY_DURATION=${LATENCY_DURATION:-4s}
 KEYS=${KEYS:-100000}
@@ -43,9 +44,15 @@ HOLD_STREAMS=${HOLD_STREAMS:-9900}
 TOLLGATE=${TOLLGATE:-target/release/tollgate}
 
 sudo_cmd=$([ "$(id -u)" = 0 ] || echo sudo)
-for tool in wrk hey; do
-  command -v "$tool" >/dev/null || { $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq "$tool"; }
-done
+command -v wrk >/dev/null || { $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq wrk; }
+# oha sends a fixed rate evenly spaced and times each request from when it was due; Debian has no
+# package, so it is built once from crates.io (about 7 minutes here), at a pinned version so its
+# JSON report stays the same.
+oha=$(command -v oha || echo "${CARGO_HOME:-$HOME/.cargo}/bin/oha")
+if [ ! -x "$oha" ]; then
+  echo "building the load generator oha 1.16.0 from crates.io (once)..."
+  cargo install --locked --quiet oha --version 1.16.0
+fi
 cargo build --release --quiet --bin tollgate --example mock_upstream --example bare_proxy --example seed_keys
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -243,38 +250,48 @@ awk -v a="$am" -v b="$bm" -v c="$cm" -v a5="$a50" -v b5="$b50" -v c5="$c50" -v o
   printf "  tollgate_overhead_seconds over those %d requests: mean %.1f µs\n", n, o }'
 
 # ---- fixed rate: the added p99 at RATE requests/s ----
-workers=20
-per_worker=$((RATE / workers))
-hey_run() { # URL AUTH-KEY-OR-EMPTY
+# oha releases one request every 1/RATE s (its timer ticks each millisecond, so two at a time)
+# over RATE_CONNECTIONS keep-alive connections, and with --latency-correction times each request
+# from when it was due, so a stall is not hidden by requests that were never sent. A load
+# generator whose workers each keep their own rate (hey -q) fires them in step: every 10 ms all
+# 20 workers' requests arrive together, and its p99 is mostly the wait behind the others in that
+# burst, growing with the number of workers even direct to the mock.
+rate_run_one() { # URL AUTH-KEY-OR-EMPTY; prints: req/s p50_ms p99_ms mean_ms failed
   local auth=()
   [ -n "$2" ] && auth=(-H "Authorization: Bearer $2")
-  $(pin 1) hey -z "$RATE_DURATION" -c "$workers" -q "$per_worker" -m POST -T application/json "${auth[@]}" \
+  $(pin 1) "$oha" --no-tui -z "$RATE_DURATION" -w -q "$RATE" --latency-correction -c "$RATE_CONNECTIONS" \
+    -m POST -T application/json "${auth[@]}" --output-format json -o "$dir/oha.json" \
     -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello to the benchmark."}]}' "$1"
+  # Read once the run is over: a Python starting up during it would take the gateway's core for
+  # tens of milliseconds and show in (b)'s and (c)'s p99.
+  python3 - "$dir/oha.json" <<'PY'
+import json, sys
+report = json.load(open(sys.argv[1]))
+summary, latency = report["summary"], report["latencyPercentiles"]
+failed = sum(n for code, n in report["statusCodeDistribution"].items() if code != "200")
+failed += sum(report.get("errorDistribution", {}).values())
+print("%.0f %.3f %.3f %.3f %d" % (summary["requestsPerSec"], latency["p50"] * 1e3,
+                                  latency["p99"] * 1e3, summary["average"] * 1e3, failed))
+PY
 }
-hey_stats() { # prints: req/s p50_ms p99_ms mean_ms non200
-  awk '/Requests\/sec:/ {r=$2} /Average:/ {m=$2*1000} / 50% in/ {p50=$3*1000} / 99% in/ {p99=$3*1000}
-       /\[[0-9]+\]/ {code=$1; gsub(/[\[\]]/, "", code); if (code != "200") bad += $2}
-       END {printf "%.0f %.2f %.2f %.3f %d\n", r, p50, p99, m, bad + 0}'
-}
-# One fixed-rate p99 on this VM moves by milliseconds from one run to the next, even direct to
-# the mock; so (a), (b) and (c) take turns for RATE_ROUNDS rounds, the order reversed every
-# other round, and each added p99 reported is the median of the rounds' differences, each
-# round's shown too. The bare proxy's row tells what the extra hop (a second process, the other
-# core) adds by itself; the CPU time the VM's host took away meanwhile ("steal") tells how
-# noisy the rounds were.
+# One fixed-rate p99 on this VM moves from one run to the next, even direct to the mock; so
+# (a), (b) and (c) take turns for RATE_ROUNDS rounds, the order reversed every other round, and
+# each added p99 reported is the median of the rounds' differences, each round's shown too. The
+# bare proxy's row tells what the extra hop (a second process, the other core) adds by itself;
+# the CPU time the VM's host took away meanwhile ("steal") tells how noisy the rounds were.
 echo
 settle
-echo "fixed rate: $RATE requests/s for $RATE_DURATION (hey, $workers workers; hey reports to 0.1 ms), $RATE_ROUNDS rounds, (a), (b) and (c) in turn"
+echo "fixed rate: $RATE requests/s for $RATE_DURATION (oha, evenly spaced, each request timed from when it was due; $RATE_CONNECTIONS connections), $RATE_ROUNDS rounds, (a), (b) and (c) in turn"
 declare -A RRPS RP50 RP99 RMEAN ADDED
 rate_run() { # KEY: one fixed-rate run of (a), (b) or (c); appends its figures under KEY
   local stats bad r p50 p99 mean
   case $1 in
-    a) stats=$(hey_run "$direct/v1/chat/completions" "" | hey_stats) ;;
-    b) stats=$(hey_run "$bare_url/v1/chat/completions" "" | hey_stats) ;;
-    c) stats=$(hey_run "$tg/v1/chat/completions" "$(head -1 "$dir/keys.txt")" | hey_stats) ;;
+    a) stats=$(rate_run_one "$direct/v1/chat/completions" "") ;;
+    b) stats=$(rate_run_one "$bare_url/v1/chat/completions" "") ;;
+    c) stats=$(rate_run_one "$tg/v1/chat/completions" "$(head -1 "$dir/keys.txt")") ;;
   esac
   bad=${stats##* }
-  [ "$bad" = 0 ] || { echo "fixed-rate run ($1) had $bad non-200 answers" >&2; exit 1; }
+  [ "$bad" = 0 ] || { echo "fixed-rate run ($1) had $bad failed or non-200 requests" >&2; exit 1; }
   read -r r p50 p99 mean _ <<<"$stats"
   RRPS[$1]+=" $r"; RP50[$1]+=" $p50"; RP99[$1]+=" $p99"; RMEAN[$1]+=" $mean"
 }
