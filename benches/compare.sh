@@ -77,7 +77,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-mock_port=$(free_port); bare_port=$(free_port); port=$(free_port)
+mock_port=$(free_port); bare_port=$(free_port); timed_port=$(free_port); port=$(free_port)
 admin_port=$(free_port); metrics_port=$(free_port)
 
 $(pin 1) target/release/examples/mock_upstream --listen "127.0.0.1:$mock_port" --no-record >"$dir/mock.log" &
@@ -85,6 +85,10 @@ pids+=($!)
 $(pin 0) target/release/examples/bare_proxy --listen "127.0.0.1:$bare_port" --upstream "127.0.0.1:$mock_port" >"$dir/bare.log" 2>&1 &
 bare=$!
 pids+=($bare)
+# A second bare proxy that also times each request over the span of tollgate_overhead_seconds
+# (--span); only the one-request-at-a-time runs use it, so the floor above stays bare.
+$(pin 0) target/release/examples/bare_proxy --listen "127.0.0.1:$timed_port" --upstream "127.0.0.1:$mock_port" --span >"$dir/timed.log" 2>&1 &
+pids+=($!)
 
 echo "seeding $KEYS keys into the store..."
 target/release/examples/seed_keys --store "$dir/data" --keys "$KEYS" --print "$KEYS_USED" >"$dir/keys.txt"
@@ -119,7 +123,7 @@ fi
 $(pin 0) "$TOLLGATE" serve -c "$dir/tollgate.yaml" >"$dir/tollgate.log" 2>&1 &
 gw=$!
 pids+=($gw)
-for p in "$mock_port" "$bare_port" "$port" "$metrics_port" ${base_port:-}; do
+for p in "$mock_port" "$bare_port" "$timed_port" "$port" "$metrics_port" ${base_port:-}; do
   wait_port "$p" || { echo "port $p did not open"; cat "$dir"/*.log; exit 1; }
 done
 # The store opens in the background; the first request waits for it.
@@ -227,6 +231,8 @@ overhead_delta() { # BEFORE AFTER -> requests and mean µs
   read -r s0 n0 <<<"$1"; read -r s1 n1 <<<"$2"
   awk -v s0="$s0" -v n0="$n0" -v s1="$s1" -v n1="$n1" 'BEGIN {printf "%d %.1f", n1 - n0, (s1 - s0) / (n1 - n0) * 1e6}'
 }
+# The --span instance answers "COUNT SUM_NANOSECONDS"; as "SUM_SECONDS COUNT" like the metric.
+span_as_metric() { awk '{printf "%.9f %d", $2 / 1e9, $1}' <<<"$1"; }
 # One request at a time (wrk -c1): every microsecond a hop adds shows in the mean.
 single() { # URL ENV... -> mean p50 p99 (µs)
   local url=$1; shift
@@ -236,18 +242,24 @@ single() { # URL ENV... -> mean p50 p99 (µs)
 echo
 settle
 echo "latency, one request at a time (wrk -c1, $LATENCY_DURATION each), µs:   mean    p50    p99"
+timed_url="http://127.0.0.1:$timed_port"
+span() { curl -sf "$timed_url/bare-proxy/span"; }
 read -r am a50 a99 < <(single "$direct" X=1)
-read -r bm b50 b99 < <(single "$bare_url" X=1)
+span_before=$(span)
+read -r bm b50 b99 < <(single "$timed_url" X=1)
+read -r sn smean <<<"$(overhead_delta "$(span_as_metric "$span_before")" "$(span_as_metric "$(span)")")"
 before=$(overhead)
 read -r cm c50 c99 < <(single "$tg" "$keys")
 read -r on omean <<<"$(overhead_delta "$before" "$(overhead)")"
 printf '  (a) direct                                               %6.0f %6.0f %6.0f\n' "$am" "$a50" "$a99"
-printf '  (b) bare Pingora proxy                                   %6.0f %6.0f %6.0f\n' "$bm" "$b50" "$b99"
+printf '  (b) bare Pingora proxy (the --span instance)             %6.0f %6.0f %6.0f\n' "$bm" "$b50" "$b99"
 printf '  (c) Tollgate                                             %6.0f %6.0f %6.0f\n' "$cm" "$c50" "$c99"
-awk -v a="$am" -v b="$bm" -v c="$cm" -v a5="$a50" -v b5="$b50" -v c5="$c50" -v o="$omean" -v n="$on" 'BEGIN {
+awk -v a="$am" -v b="$bm" -v c="$cm" -v a5="$a50" -v b5="$b50" -v c5="$c50" -v o="$omean" -v n="$on" \
+  -v s="$smean" -v sn="$sn" 'BEGIN {
   printf "  added by the proxy hop (b)-(a): mean %.0f µs, p50 %.0f µs\n", b - a, b5 - a5
   printf "  added by Tollgate beyond the hop (c)-(b): mean %.0f µs, p50 %.0f µs\n", c - b, c5 - b5
-  printf "  tollgate_overhead_seconds over those %d requests: mean %.1f µs\n", n, o }'
+  printf "  tollgate_overhead_seconds over those %d requests: mean %.1f µs\n", n, o
+  printf "  the bare proxy over the same span, %d requests: mean %.1f µs; the metric less that: %.1f µs, against (c)-(b) %.0f µs\n", sn, s, o - s, c - b }'
 
 # ---- fixed rate: the added p99 at RATE requests/s ----
 # oha releases one request every 1/RATE s (its timer ticks each millisecond, so two at a time)

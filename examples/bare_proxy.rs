@@ -3,17 +3,26 @@
 //! difference between it and Tollgate is what Tollgate's own work costs. It uses the same
 //! allocator as Tollgate (mimalloc) for the same reason.
 //!
-//! Usage: `bare_proxy --listen ADDR --upstream HOST:PORT [--threads N]` (1 thread by default,
-//! as the benchmark pins the gateway to one core).
+//! Usage: `bare_proxy --listen ADDR --upstream HOST:PORT [--threads N] [--span]` (1 thread by
+//! default, as the benchmark pins the gateway to one core).
+//!
+//! With `--span` it also times each request over the same span as Tollgate's
+//! `tollgate_overhead_seconds` (from the parsed request head to the logged end, less the time from
+//! sending upstream to the upstream's last byte) and answers `GET /bare-proxy/span` itself with
+//! `COUNT SUM_NANOSECONDS`. The benchmark subtracts that from Tollgate's metric to compare it with
+//! the latency difference it sees; it runs a second instance for it, so the floor stays bare.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use pingora::prelude::*;
 use pingora::server::configuration::{Opt, ServerConf};
 
-const USAGE: &str = "usage: bare_proxy --listen ADDR --upstream HOST:PORT [--threads N]";
+const USAGE: &str = "usage: bare_proxy --listen ADDR --upstream HOST:PORT [--threads N] [--span]";
+const SPAN_PATH: &str = "/bare-proxy/span";
 
 /// The same allocator as Tollgate, so that the floor differs from it only by Tollgate's work.
 #[global_allocator]
@@ -34,14 +43,107 @@ impl ProxyHttp for Passthrough {
     }
 }
 
+/// The same passthrough, timing each request over the span of `tollgate_overhead_seconds`.
+struct Timed {
+    upstream: SocketAddr,
+    count: AtomicU64,
+    sum_nanos: AtomicU64,
+}
+
+#[derive(Default)]
+struct Span {
+    started: Option<Instant>,
+    upstream_sent: Option<Instant>,
+    upstream_done: Option<Instant>,
+}
+
+#[async_trait]
+impl ProxyHttp for Timed {
+    type CTX = Span;
+
+    fn new_ctx(&self) -> Span {
+        Span::default()
+    }
+
+    async fn early_request_filter(&self, _session: &mut Session, span: &mut Span) -> Result<()> {
+        span.started = Some(Instant::now());
+        Ok(())
+    }
+
+    async fn request_filter(&self, session: &mut Session, _span: &mut Span) -> Result<bool> {
+        if session.req_header().uri.path() != SPAN_PATH {
+            return Ok(false);
+        }
+        let body = format!(
+            "{} {}",
+            self.count.load(Ordering::Relaxed),
+            self.sum_nanos.load(Ordering::Relaxed)
+        );
+        let mut head = pingora::http::ResponseHeader::build(200, Some(1))?;
+        head.insert_header("content-length", body.len())?;
+        session.write_response_header(Box::new(head), false).await?;
+        session.write_response_body(Some(body.into()), true).await?;
+        Ok(true)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _span: &mut Span,
+    ) -> Result<Box<HttpPeer>> {
+        Ok(Box::new(HttpPeer::new(self.upstream, false, String::new())))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        _request: &mut pingora::http::RequestHeader,
+        span: &mut Span,
+    ) -> Result<()> {
+        span.upstream_sent = Some(Instant::now());
+        Ok(())
+    }
+
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        span: &mut Span,
+    ) -> Result<Option<Duration>> {
+        if end_of_stream {
+            span.upstream_done = Some(Instant::now());
+        }
+        Ok(None)
+    }
+
+    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, span: &mut Span) {
+        let (Some(started), Some(sent)) = (span.started, span.upstream_sent) else {
+            return;
+        };
+        let now = Instant::now();
+        let upstream = span
+            .upstream_done
+            .unwrap_or(now)
+            .saturating_duration_since(sent);
+        let own = now.duration_since(started).saturating_sub(upstream);
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos.fetch_add(
+            u64::try_from(own.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+}
+
 struct Args {
     listen: String,
     upstream: SocketAddr,
     threads: usize,
+    span: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
-    let (mut listen, mut upstream, mut threads) = (None, None, 1usize);
+    let (mut listen, mut upstream, mut threads, mut span) = (None, None, 1usize, false);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or(format!("{arg} needs a value"));
@@ -54,6 +156,7 @@ fn parse_args() -> Result<Args, String> {
                         .map_err(|e| format!("bad --upstream {v:?}: {e}"))?,
                 );
             }
+            "--span" => span = true,
             "--threads" => {
                 let v = value()?;
                 threads = v.parse().map_err(|_| format!("bad --threads {v:?}"))?;
@@ -65,6 +168,7 @@ fn parse_args() -> Result<Args, String> {
         listen: listen.ok_or("--listen is required")?,
         upstream: upstream.ok_or("--upstream is required")?,
         threads: threads.max(1),
+        span,
     })
 }
 
@@ -84,13 +188,22 @@ fn main() -> ExitCode {
     };
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
     server.bootstrap();
-    let mut proxy = pingora::proxy::http_proxy_service(
-        &server.configuration,
-        Passthrough {
+    if args.span {
+        let timed = Timed {
             upstream: args.upstream,
-        },
-    );
-    proxy.add_tcp(&args.listen);
-    server.add_service(proxy);
+            count: AtomicU64::new(0),
+            sum_nanos: AtomicU64::new(0),
+        };
+        let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, timed);
+        proxy.add_tcp(&args.listen);
+        server.add_service(proxy);
+    } else {
+        let bare = Passthrough {
+            upstream: args.upstream,
+        };
+        let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, bare);
+        proxy.add_tcp(&args.listen);
+        server.add_service(proxy);
+    }
     server.run_forever()
 }
