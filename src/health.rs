@@ -32,8 +32,8 @@ async fn probe(pool: &Pool, index: usize, path: &str, app: &App, connector: &Con
             concat!("tollgate/", env!("CARGO_PKG_VERSION")),
         )
         .ok()?;
-        if let Some(key) = pool.next_key() {
-            req.insert_header("authorization", format!("Bearer {key}"))
+        if let Some(authorization) = pool.next_authorization() {
+            req.insert_header("authorization", authorization.clone())
                 .ok()?;
         }
         session.write_request_header(Box::new(req)).await.ok()?;

@@ -166,17 +166,23 @@ impl Pool {
         Some(self.next_key.fetch_add(1, Ordering::Relaxed) % self.keys.len())
     }
 
-    /// The next provider key in round-robin, if the pool has any.
+    /// The next provider key in round-robin, if the pool has any (the tests follow the rotation
+    /// with it; requests take [`Pool::next_authorization`]).
+    #[cfg(test)]
     pub fn next_key(&self) -> Option<&str> {
         self.next_key_index().map(|i| self.keys[i].as_str())
     }
 
-    /// The next provider key's prepared `Authorization`, in the same rotation as `next_key`.
+    /// The next provider key's prepared `Authorization` value (sensitive), in the same rotation
+    /// as `next_key`; for every request the gateway sends with a pool key.
+    pub fn next_authorization(&self) -> Option<&HeaderValue> {
+        self.next_key_index().map(|i| &self.bearers[i])
+    }
+
+    /// [`Pool::next_authorization`] as the proxy's upstream credential.
     pub fn next_credential(&self) -> Credential<'_> {
-        match self.next_key_index() {
-            Some(i) => Credential::Prepared(&self.bearers[i]),
-            None => Credential::None,
-        }
+        self.next_authorization()
+            .map_or(Credential::None, Credential::Prepared)
     }
 
     /// The next backend to try, skipping the ones in `tried` (a bit per backend). Backends

@@ -129,8 +129,9 @@ async fn attempt(
         };
         set(&mut head, "host", &backend.authority)?;
         set(&mut head, "content-type", "application/json")?;
-        if let Some(key) = pool.next_key() {
-            set(&mut head, "authorization", &format!("Bearer {key}"))?;
+        if let Some(authorization) = pool.next_authorization() {
+            head.insert_header("authorization", authorization.clone())
+                .map_err(|_| OutboundError::Protocol("invalid authorization".into()))?;
         }
         Ok(head)
     });
