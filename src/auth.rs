@@ -34,12 +34,26 @@ pub fn hash_secret(secret: &str) -> [u8; 32] {
     Sha256::digest(secret.as_bytes()).into()
 }
 
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
 pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {
-        out.push(DIGITS[(b >> 4) as usize] as char);
-        out.push(DIGITS[(b & 15) as usize] as char);
+        out.push(char::from(HEX_DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(HEX_DIGITS[usize::from(b & 15)]));
+    }
+    out
+}
+
+/// `hex` of a key hash, on the stack: every request's key check compares it with the stored
+/// hash, and building a `String` for that was an allocation and 64 pushes a request.
+pub fn hex_of_hash(hash: &[u8; 32]) -> [u8; 64] {
+    let mut out = [0u8; 64];
+    for (pair, b) in out.chunks_exact_mut(2).zip(hash) {
+        pair.copy_from_slice(&[
+            HEX_DIGITS[usize::from(b >> 4)],
+            HEX_DIGITS[usize::from(b & 15)],
+        ]);
     }
     out
 }
@@ -104,7 +118,7 @@ impl KeyDirectory {
             Some(record) => record,
             None => self.load(hash).await?,
         };
-        check_usable(&record, &hex(&hash), now)?;
+        check_usable(&record, &hex_of_hash(&hash), now)?;
         Ok(record)
     }
 
@@ -142,9 +156,10 @@ impl KeyDirectory {
 }
 
 /// Whether a key found under `hash_hex` may be used at `now`.
-pub fn check_usable(key: &KeyRecord, hash_hex: &str, now: i64) -> Result<(), AuthError> {
-    if key.hash != hash_hex {
-        let in_grace = key.prev_hash.as_deref() == Some(hash_hex)
+/// `hash_hex` is the lower-case hex of the presented secret's hash, as the record stores it.
+pub fn check_usable(key: &KeyRecord, hash_hex: &[u8], now: i64) -> Result<(), AuthError> {
+    if key.hash.as_bytes() != hash_hex {
+        let in_grace = key.prev_hash.as_deref().map(str::as_bytes) == Some(hash_hex)
             && key.prev_valid_until.is_some_and(|until| now < until);
         if !in_grace {
             return Err(AuthError::Invalid);
@@ -182,6 +197,17 @@ mod tests {
     }
 
     #[test]
+    fn a_hash_in_hex_on_the_stack_is_the_stored_form() {
+        let hash = hash_secret("sk-tg-abc");
+        assert_eq!(hex_of_hash(&hash).as_slice(), hex(&hash).as_bytes());
+        assert_eq!(
+            hex(&[0x00, 0x9f, 0xa0, 0xff]),
+            "009fa0ff",
+            "lower case, two digits a byte"
+        );
+    }
+
+    #[test]
     fn usability_rules() {
         let key = KeyRecord {
             hash: "new".into(),
@@ -189,21 +215,21 @@ mod tests {
             prev_valid_until: Some(100),
             ..KeyRecord::default()
         };
-        assert_eq!(check_usable(&key, "new", 500), Ok(()));
-        assert_eq!(check_usable(&key, "old", 99), Ok(()));
-        assert_eq!(check_usable(&key, "old", 100), Err(AuthError::Invalid));
-        assert_eq!(check_usable(&key, "other", 0), Err(AuthError::Invalid));
+        assert_eq!(check_usable(&key, b"new", 500), Ok(()));
+        assert_eq!(check_usable(&key, b"old", 99), Ok(()));
+        assert_eq!(check_usable(&key, b"old", 100), Err(AuthError::Invalid));
+        assert_eq!(check_usable(&key, b"other", 0), Err(AuthError::Invalid));
         let disabled = KeyRecord {
             disabled: true,
             ..key.clone()
         };
-        assert_eq!(check_usable(&disabled, "new", 0), Err(AuthError::Disabled));
+        assert_eq!(check_usable(&disabled, b"new", 0), Err(AuthError::Disabled));
         let expired = KeyRecord {
             expires_at: Some(50),
             ..key
         };
-        assert_eq!(check_usable(&expired, "new", 49), Ok(()));
-        assert_eq!(check_usable(&expired, "new", 50), Err(AuthError::Expired));
+        assert_eq!(check_usable(&expired, b"new", 49), Ok(()));
+        assert_eq!(check_usable(&expired, b"new", 50), Err(AuthError::Expired));
     }
 
     #[test]
