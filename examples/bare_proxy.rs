@@ -39,8 +39,12 @@ impl ProxyHttp for Passthrough {
     fn new_ctx(&self) -> Self::CTX {}
 
     async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
-        Ok(Box::new(HttpPeer::new(self.upstream, false, String::new())))
+        Ok(plain_peer(self.upstream))
     }
+}
+
+fn plain_peer(upstream: SocketAddr) -> Box<HttpPeer> {
+    Box::new(HttpPeer::new(upstream, false, String::new()))
 }
 
 /// The same passthrough, timing each request over the span of `tollgate_overhead_seconds`.
@@ -50,9 +54,8 @@ struct Timed {
     sum_nanos: AtomicU64,
 }
 
-#[derive(Default)]
 struct Span {
-    started: Option<Instant>,
+    started: Instant,
     upstream_sent: Option<Instant>,
     upstream_done: Option<Instant>,
 }
@@ -61,13 +64,14 @@ struct Span {
 impl ProxyHttp for Timed {
     type CTX = Span;
 
+    /// Started when Pingora makes the context, right after the request head is read, as
+    /// Tollgate's `RequestCtx` is.
     fn new_ctx(&self) -> Span {
-        Span::default()
-    }
-
-    async fn early_request_filter(&self, _session: &mut Session, span: &mut Span) -> Result<()> {
-        span.started = Some(Instant::now());
-        Ok(())
+        Span {
+            started: Instant::now(),
+            upstream_sent: None,
+            upstream_done: None,
+        }
     }
 
     async fn request_filter(&self, session: &mut Session, _span: &mut Span) -> Result<bool> {
@@ -91,7 +95,7 @@ impl ProxyHttp for Timed {
         _session: &mut Session,
         _span: &mut Span,
     ) -> Result<Box<HttpPeer>> {
-        Ok(Box::new(HttpPeer::new(self.upstream, false, String::new())))
+        Ok(plain_peer(self.upstream))
     }
 
     async fn upstream_request_filter(
@@ -118,7 +122,7 @@ impl ProxyHttp for Timed {
     }
 
     async fn logging(&self, _session: &mut Session, _e: Option<&Error>, span: &mut Span) {
-        let (Some(started), Some(sent)) = (span.started, span.upstream_sent) else {
+        let Some(sent) = span.upstream_sent else {
             return;
         };
         let now = Instant::now();
@@ -126,7 +130,7 @@ impl ProxyHttp for Timed {
             .upstream_done
             .unwrap_or(now)
             .saturating_duration_since(sent);
-        let own = now.duration_since(started).saturating_sub(upstream);
+        let own = now.duration_since(span.started).saturating_sub(upstream);
         self.count.fetch_add(1, Ordering::Relaxed);
         self.sum_nanos.fetch_add(
             u64::try_from(own.as_nanos()).unwrap_or(u64::MAX),
@@ -194,16 +198,22 @@ fn main() -> ExitCode {
             count: AtomicU64::new(0),
             sum_nanos: AtomicU64::new(0),
         };
-        let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, timed);
-        proxy.add_tcp(&args.listen);
-        server.add_service(proxy);
+        add_proxy(&mut server, &args.listen, timed);
     } else {
         let bare = Passthrough {
             upstream: args.upstream,
         };
-        let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, bare);
-        proxy.add_tcp(&args.listen);
-        server.add_service(proxy);
+        add_proxy(&mut server, &args.listen, bare);
     }
     server.run_forever()
+}
+
+fn add_proxy<P>(server: &mut Server, listen: &str, app: P)
+where
+    P: ProxyHttp + Send + Sync + 'static,
+    P::CTX: Send + Sync,
+{
+    let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, app);
+    proxy.add_tcp(listen);
+    server.add_service(proxy);
 }

@@ -36,11 +36,18 @@ pub fn hash_secret(secret: &str) -> [u8; 32] {
 
 const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
 
+/// The two lower-case hex digits of a byte.
+fn hex_digits(byte: u8) -> [u8; 2] {
+    [
+        HEX_DIGITS[usize::from(byte >> 4)],
+        HEX_DIGITS[usize::from(byte & 15)],
+    ]
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(HEX_DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(HEX_DIGITS[usize::from(b & 15)]));
+    for digit in bytes.iter().flat_map(|b| hex_digits(*b)) {
+        out.push(char::from(digit));
     }
     out
 }
@@ -50,10 +57,7 @@ pub fn hex(bytes: &[u8]) -> String {
 pub fn hex_of_hash(hash: &[u8; 32]) -> [u8; 64] {
     let mut out = [0u8; 64];
     for (pair, b) in out.chunks_exact_mut(2).zip(hash) {
-        pair.copy_from_slice(&[
-            HEX_DIGITS[usize::from(b >> 4)],
-            HEX_DIGITS[usize::from(b & 15)],
-        ]);
+        pair.copy_from_slice(&hex_digits(*b));
     }
     out
 }

@@ -18,6 +18,8 @@ use super::upstream::Pool;
 
 pub struct RequestCtx {
     pub request_id: String,
+    /// When the context was made: Pingora makes it as soon as the request head is read, before
+    /// any phase runs, so this is where `tollgate_overhead_seconds` starts.
     pub started: Instant,
     /// Bounded route name for metrics.
     pub route: &'static str,

@@ -108,10 +108,9 @@ impl ProxyHttp for Gateway {
     /// bodies through as the upstream sent them and never compresses them itself.
     fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
-    /// Request id, start instant, TLS flag and the active-request gauge.
+    /// Request id, TLS flag and the active-request gauge (the start instant is the context's).
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<()> {
         ctx.request_id = ctx::new_request_id();
-        ctx.started = Instant::now();
         ctx.active = Some(GaugeGuard::new(&self.app.metrics.active_requests));
         ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         ctx.route = route::route_label(session.req_header().uri.path());

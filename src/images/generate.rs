@@ -4,6 +4,7 @@
 
 use base64::Engine;
 use bytes::Bytes;
+use http::HeaderValue;
 use serde_json::{json, Value};
 
 use crate::gateway::upstream::{Pool, Resolver};
@@ -123,15 +124,18 @@ async fn attempt(
     };
     let path = backend.upstream_path("/v1/images/generations");
     let head = request_head("POST", &path).and_then(|mut head| {
-        let set = |head: &mut pingora::http::RequestHeader, name: &'static str, value: &str| {
+        fn set(
+            head: &mut pingora::http::RequestHeader,
+            name: &'static str,
+            value: impl TryInto<HeaderValue>,
+        ) -> Result<(), OutboundError> {
             head.insert_header(name, value)
                 .map_err(|_| OutboundError::Protocol(format!("invalid {name}")))
-        };
-        set(&mut head, "host", &backend.authority)?;
+        }
+        set(&mut head, "host", backend.authority.as_str())?;
         set(&mut head, "content-type", "application/json")?;
         if let Some(authorization) = pool.next_authorization() {
-            head.insert_header("authorization", authorization.clone())
-                .map_err(|_| OutboundError::Protocol("invalid authorization".into()))?;
+            set(&mut head, "authorization", authorization.clone())?;
         }
         Ok(head)
     });
