@@ -5,7 +5,8 @@
 # after a warm-up, drives wrk -c4 for MEASURE seconds, and prints Ir per request for both.
 # The profiles stay in OUT (default target/callgrind) for callgrind_annotate.
 #
-#   benches/callgrind.sh          (TOLLGATE=path/to/other/build to profile another build)
+#   benches/callgrind.sh          (TOLLGATE=path/to/other/build to profile another build;
+#                                  BARE_ARGS=--contract for the bare proxy writing SPEC's headers)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -75,6 +76,7 @@ profile() {
     "$name" "$requests" "$total" $((total / requests)) $((${path:-0} / requests))
 }
 
-profile bare target/release/examples/bare_proxy --listen "127.0.0.1:$port" --upstream "127.0.0.1:$mock_port"
+# BARE_ARGS unquoted: a list of flags.
+profile bare target/release/examples/bare_proxy --listen "127.0.0.1:$port" --upstream "127.0.0.1:$mock_port" ${BARE_ARGS:-}
 profile tollgate "$TOLLGATE" serve -c "$dir/tollgate.yaml"
 echo "profiles: $OUT/{bare,tollgate}.out (callgrind_annotate --inclusive=yes $OUT/tollgate.out | less)"

@@ -25,7 +25,10 @@
 # unset, the default of 64), BASELINE (another Tollgate build, e.g. an older commit's: it serves
 # its own copy of the same store and takes its turn with (b) and (c) in the closed-loop rounds,
 # which is what a before/after needs on a machine whose speed drifts from minute to minute; it
-# adds about 15 s a round; ROUNDS=6 or more, and SKIP_HOLD=1, for a before/after).
+# adds about 15 s a round; ROUNDS=6 or more, and SKIP_HOLD=1, for a before/after), CONTRACT=1
+# (a third proxy takes its turn in the closed-loop rounds: the bare proxy writing, with fixed
+# values, the headers SPEC §3.6 and §3.7 put on every exchange (bare_proxy --contract); what the
+# contract's headers alone cost, before any check, count or metering).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -85,6 +88,12 @@ pids+=($!)
 $(pin 0) target/release/examples/bare_proxy --listen "127.0.0.1:$bare_port" --upstream "127.0.0.1:$mock_port" >"$dir/bare.log" 2>&1 &
 bare=$!
 pids+=($bare)
+if [ -n "${CONTRACT:-}" ]; then
+  contract_port=$(free_port)
+  $(pin 0) target/release/examples/bare_proxy --listen "127.0.0.1:$contract_port" --upstream "127.0.0.1:$mock_port" --contract >"$dir/contract.log" 2>&1 &
+  contract=$!
+  pids+=($contract)
+fi
 # A second bare proxy that also times each request over the span of tollgate_overhead_seconds
 # (--span); only the one-request-at-a-time runs use it, so the floor above stays bare.
 $(pin 0) target/release/examples/bare_proxy --listen "127.0.0.1:$timed_port" --upstream "127.0.0.1:$mock_port" --span >"$dir/timed.log" 2>&1 &
@@ -123,7 +132,7 @@ fi
 $(pin 0) "$TOLLGATE" serve -c "$dir/tollgate.yaml" >"$dir/tollgate.log" 2>&1 &
 gw=$!
 pids+=($gw)
-for p in "$mock_port" "$bare_port" "$timed_port" "$port" "$metrics_port" ${base_port:-}; do
+for p in "$mock_port" "$bare_port" "$timed_port" "$port" "$metrics_port" ${base_port:-} ${contract_port:-}; do
   wait_port "$p" || { echo "port $p did not open"; cat "$dir"/*.log; exit 1; }
 done
 # The store opens in the background; the first request waits for it.
@@ -135,14 +144,15 @@ warm_up() { # PORT LOG: one request through a Tollgate, or its log and exit
 warm_up "$port" "$dir/tollgate.log"
 [ -z "${BASELINE:-}" ] || warm_up "$base_port" "$dir/base.log"
 
-# Waits (up to 15 s) until neither gateway is using its core: work left over from one run
+# Waits (up to 15 s) until no gateway is using its core: work left over from one run
 # (Tollgate's write-behind of thousands of records) must not land in the next.
+optional_ticks() { if [ -n "$1" ]; then cpu_ticks "$1"; else echo 0; fi; }
 settle() {
-  local g0 b0 g1 b1 o0 o1
+  local g0 b0 g1 b1 o0 o1 k0 k1
   for _ in $(seq 1 30); do
-    g0=$(cpu_ticks "$gw"); b0=$(cpu_ticks "$bare"); o0=$( [ -n "${base:-}" ] && cpu_ticks "$base" || echo 0); sleep 0.5
-    g1=$(cpu_ticks "$gw"); b1=$(cpu_ticks "$bare"); o1=$( [ -n "${base:-}" ] && cpu_ticks "$base" || echo 0)
-    [ $((g1 - g0 + b1 - b0 + o1 - o0)) -le 2 ] && return 0
+    g0=$(cpu_ticks "$gw"); b0=$(cpu_ticks "$bare"); o0=$(optional_ticks "${base:-}"); k0=$(optional_ticks "${contract:-}"); sleep 0.5
+    g1=$(cpu_ticks "$gw"); b1=$(cpu_ticks "$bare"); o1=$(optional_ticks "${base:-}"); k1=$(optional_ticks "${contract:-}")
+    [ $((g1 - g0 + b1 - b0 + o1 - o0 + k1 - k0)) -le 2 ] && return 0
   done
 }
 
@@ -192,6 +202,7 @@ steal0=$(steal_ticks); t0=$(date +%s.%N)
 run a "$direct" - X=1
 for round in $(seq 1 "$ROUNDS"); do
   run b "$bare_url" "$bare" X=1
+  [ -z "${CONTRACT:-}" ] || run k "http://127.0.0.1:$contract_port" "$contract" X=1
   # With a BASELINE, the two builds swap places every round: whichever runs second was seen
   # to gain from it on this VM.
   if [ -n "${BASELINE:-}" ] && [ $((round % 2)) = 0 ]; then
@@ -208,6 +219,7 @@ steal1=$(steal_ticks); t1=$(date +%s.%N)
 printf '%-34s %10s %9s %9s %10s %8s\n' scenario "req/s" "p50 ms" "p99 ms" "gw CPU µs" "gw busy%"
 row a "(a) direct to the mock"
 row b "(b) bare Pingora proxy"
+[ -z "${CONTRACT:-}" ] || row k "(b) writing the contract's headers"
 row c "(c) Tollgate"
 [ -z "${BASELINE:-}" ] || row o "(c) with the BASELINE build"
 row eb "(e) SSE, bare Pingora proxy"
@@ -216,6 +228,11 @@ awk -v c="$(median "${RPS[c]}")" -v b="$(median "${RPS[b]}")" -v cc="$(median "$
   'BEGIN {printf "(c)/(b): throughput %.3f; CPU per request, (b)/(c): %.3f\n", c / b, cb / cc}'
 awk -v c="$(median "${RPS[ec]}")" -v b="$(median "${RPS[eb]}")" -v cc="$(median "${CPU[ec]}")" -v cb="$(median "${CPU[eb]}")" \
   'BEGIN {printf "SSE, Tollgate/bare: throughput %.3f; CPU per request, bare/Tollgate: %.3f\n", c / b, cb / cc}'
+if [ -n "${CONTRACT:-}" ]; then
+  awk -v k="$(median "${RPS[k]}")" -v b="$(median "${RPS[b]}")" -v ck="$(median "${CPU[k]}")" -v cb="$(median "${CPU[b]}")" \
+    'BEGIN {printf "the contract'"'"'s headers alone: throughput %.3f of (b); CPU per request, (b)/them: %.3f (+%.1f µs)\n", k / b, cb / ck, ck - cb}'
+  echo "per round, CPU µs: bare${CPU[b]}; with the contract's headers${CPU[k]}; Tollgate${CPU[c]}"
+fi
 echo "(SSE: 16 content events per response, no delay between them)"
 echo "CPU time the VM host took (steal) during these rounds: $(steal_share "$steal0" "$steal1" "$t0" "$t1") of the cores"
 if [ -n "${BASELINE:-}" ]; then

@@ -11,6 +11,13 @@
 //! sending upstream to the upstream's last byte) and answers `GET /bare-proxy/span` itself with
 //! `COUNT SUM_NANOSECONDS`. The benchmark subtracts that from Tollgate's metric to compare it with
 //! the latency difference it sees; it runs a second instance for it, so the floor stays bare.
+//!
+//! With `--contract` it also writes the headers the contract puts on every proxied exchange,
+//! with fixed values and through Tollgate's own code (`edit_request`, `HeaderPolicy::decorate`):
+//! upstream, the provider's `Authorization` in place of the caller's and `x-tollgate-request-id`;
+//! downstream, the request id, CORS and security headers (SPEC §3.7) and the six rate-limit
+//! headers (§3.6). Nothing is checked, counted or metered, so it shows what those headers alone
+//! cost a Pingora proxy (`CONTRACT=1 make bench`, `BARE_ARGS=--contract benches/callgrind.sh`).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -18,10 +25,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use http::{HeaderName, HeaderValue};
 use pingora::prelude::*;
 use pingora::server::configuration::{Opt, ServerConf};
+use tollgate::gateway::header_edit::edit_request;
+use tollgate::gateway::respond::HeaderPolicy;
+use tollgate::limits::{LimitName, Standing};
 
-const USAGE: &str = "usage: bare_proxy --listen ADDR --upstream HOST:PORT [--threads N] [--span]";
+const USAGE: &str =
+    "usage: bare_proxy --listen ADDR --upstream HOST:PORT [--threads N] [--span | --contract]";
 const SPAN_PATH: &str = "/bare-proxy/span";
 
 /// The same allocator as Tollgate, so that the floor differs from it only by Tollgate's work.
@@ -139,15 +151,91 @@ impl ProxyHttp for Timed {
     }
 }
 
+/// The same passthrough, writing the contract's headers with fixed values.
+struct Contract {
+    upstream: SocketAddr,
+    policy: HeaderPolicy,
+    authorization: HeaderValue,
+    request_id: HeaderValue,
+    /// What a key under generous limits is told: the request trio and the token trio.
+    standings: [Standing; 2],
+}
+
+/// A request id of the length Tollgate's have.
+const REQUEST_ID: &str = "req_0123456789abcdefghijklmn";
+const TOLLGATE_REQUEST_ID: HeaderName = HeaderName::from_static("x-tollgate-request-id");
+
+impl Contract {
+    fn new(upstream: SocketAddr) -> Self {
+        let standing = |limit, max: u64| Standing {
+            limit,
+            max,
+            remaining: max - 1,
+            reset: Duration::from_millis(59_340),
+        };
+        Contract {
+            upstream,
+            policy: HeaderPolicy::new(None, true),
+            authorization: HeaderValue::from_static("Bearer sk-bench-provider-key"),
+            request_id: HeaderValue::from_static(REQUEST_ID),
+            standings: [
+                standing(LimitName::RequestsPerMinute, 100_000_000),
+                standing(LimitName::TokensPerMinute, 1_000_000_000),
+            ],
+        }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Contract {
+    type CTX = ();
+
+    fn new_ctx(&self) -> Self::CTX {}
+
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
+        Ok(plain_peer(self.upstream))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        request: &mut pingora::http::RequestHeader,
+        _ctx: &mut (),
+    ) -> Result<()> {
+        edit_request(request, |parts| {
+            parts
+                .headers
+                .insert(http::header::AUTHORIZATION, self.authorization.clone());
+            parts
+                .headers
+                .insert(TOLLGATE_REQUEST_ID, self.request_id.clone());
+            Ok(())
+        })
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut pingora::http::ResponseHeader,
+        _ctx: &mut (),
+    ) -> Result<()> {
+        self.policy
+            .decorate(response, REQUEST_ID, None, false, &self.standings);
+        Ok(())
+    }
+}
+
 struct Args {
     listen: String,
     upstream: SocketAddr,
     threads: usize,
     span: bool,
+    contract: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
-    let (mut listen, mut upstream, mut threads, mut span) = (None, None, 1usize, false);
+    let (mut listen, mut upstream, mut threads) = (None, None, 1usize);
+    let (mut span, mut contract) = (false, false);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or(format!("{arg} needs a value"));
@@ -161,6 +249,7 @@ fn parse_args() -> Result<Args, String> {
                 );
             }
             "--span" => span = true,
+            "--contract" => contract = true,
             "--threads" => {
                 let v = value()?;
                 threads = v.parse().map_err(|_| format!("bad --threads {v:?}"))?;
@@ -168,11 +257,15 @@ fn parse_args() -> Result<Args, String> {
             _ => return Err(format!("unexpected argument {arg:?}")),
         }
     }
+    if span && contract {
+        return Err("--span and --contract are separate modes".into());
+    }
     Ok(Args {
         listen: listen.ok_or("--listen is required")?,
         upstream: upstream.ok_or("--upstream is required")?,
         threads: threads.max(1),
         span,
+        contract,
     })
 }
 
@@ -199,6 +292,8 @@ fn main() -> ExitCode {
             sum_nanos: AtomicU64::new(0),
         };
         add_proxy(&mut server, &args.listen, timed);
+    } else if args.contract {
+        add_proxy(&mut server, &args.listen, Contract::new(args.upstream));
     } else {
         let bare = Passthrough {
             upstream: args.upstream,
