@@ -24,6 +24,19 @@ const STRIPPED: [HeaderName; 10] = [
     header::UPGRADE,
 ];
 
+/// `stripped_present`'s bit for `Connection`.
+const CONNECTION_BIT: u16 = 1 << 3;
+
+/// Which of `STRIPPED` the request carries, as bit `i` for `STRIPPED[i]`. A request has a
+/// handful of headers and usually just one of these (`Authorization`): one pass comparing
+/// names costs less than a hashed removal for each of the ten.
+fn stripped_present(headers: &http::HeaderMap) -> u16 {
+    headers
+        .keys()
+        .filter_map(|name| STRIPPED.iter().position(|s| s == name))
+        .fold(0, |bits, i| bits | 1 << i)
+}
+
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-tollgate-request-id");
 
 /// What the gateway's reading of the body changes in the request head.
@@ -82,16 +95,26 @@ pub fn rewrite_upstream_request(req: &mut RequestHeader, head: &UpstreamHead) ->
     };
     edit_request(req, |parts| {
         let headers = &mut parts.headers;
+        let present = stripped_present(headers);
         // Headers the client nominated as hop-by-hop in `Connection` go too.
-        let nominated: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-            .collect();
-        for name in nominated.iter().chain(&STRIPPED) {
+        let nominated: Vec<HeaderName> = if present & CONNECTION_BIT != 0 {
+            headers
+                .get_all(header::CONNECTION)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        for name in &nominated {
             headers.remove(name);
+        }
+        for (i, name) in STRIPPED.iter().enumerate() {
+            if present & (1 << i) != 0 {
+                headers.remove(name);
+            }
         }
 
         // An origin-form target going to a backend without a base path is already what the
@@ -198,6 +221,21 @@ mod tests {
             port,
             base_path: String::new(),
         })
+    }
+
+    #[test]
+    fn the_strip_pass_finds_each_stripped_name_it_is_given() {
+        assert_eq!(
+            STRIPPED[CONNECTION_BIT.trailing_zeros() as usize],
+            header::CONNECTION
+        );
+        let mut headers = http::HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("a"));
+        assert_eq!(stripped_present(&headers), 0);
+        for (i, name) in STRIPPED.iter().enumerate() {
+            headers.append(name.clone(), HeaderValue::from_static("b"));
+            assert_eq!(stripped_present(&headers), (1u16 << (i + 1)) - 1, "{name}");
+        }
     }
 
     #[test]
