@@ -594,8 +594,14 @@ mod tests {
         fn images(&self) -> PathBuf {
             self.0.join("images")
         }
+        /// Opened as the gateway opens its store, retrying while sled's lock is still held:
+        /// the flusher thread of a database dropped just before can keep it a moment longer
+        /// on a busy machine, and a reopen then failed with `WouldBlock`.
         fn db(&self) -> sled::Db {
-            sled::Config::new().path(self.0.join("db")).open().unwrap()
+            crate::store::Store::open(&self.0, 8, std::time::Duration::from_secs(30))
+                .unwrap()
+                .db()
+                .clone()
         }
     }
 
