@@ -8,7 +8,8 @@
 //!
 //! With `--span` it also times each request over the same span as Tollgate's
 //! `tollgate_overhead_seconds` (from the parsed request head to the logged end, less the time from
-//! sending upstream to the upstream's last byte) and answers `GET /bare-proxy/span` itself with
+//! sending upstream to the upstream's last byte, with the response head's phases given back)
+//! and answers `GET /bare-proxy/span` itself with
 //! `COUNT SUM_NANOSECONDS`. The benchmark subtracts that from Tollgate's metric to compare it with
 //! the latency difference it sees; it runs a second instance for it, so the floor stays bare.
 //!
@@ -29,6 +30,7 @@ use http::{HeaderName, HeaderValue};
 use pingora::prelude::*;
 use pingora::server::configuration::{Opt, ServerConf};
 use tollgate::gateway::header_edit::edit_request;
+use tollgate::gateway::observe::own_time;
 use tollgate::gateway::respond::HeaderPolicy;
 use tollgate::limits::{LimitName, Standing};
 
@@ -70,6 +72,8 @@ struct Span {
     started: Instant,
     upstream_sent: Option<Instant>,
     upstream_done: Option<Instant>,
+    head_arrived: Option<Instant>,
+    head_filtering: Duration,
 }
 
 #[async_trait]
@@ -83,6 +87,8 @@ impl ProxyHttp for Timed {
             started: Instant::now(),
             upstream_sent: None,
             upstream_done: None,
+            head_arrived: None,
+            head_filtering: Duration::ZERO,
         }
     }
 
@@ -120,6 +126,30 @@ impl ProxyHttp for Timed {
         Ok(())
     }
 
+    /// The response head's phases, timed as Tollgate times its own (they fall inside the
+    /// upstream's interval and count as the proxy's time).
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _response: &mut pingora::http::ResponseHeader,
+        span: &mut Span,
+    ) -> Result<()> {
+        span.head_arrived = Some(Instant::now());
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        _response: &mut pingora::http::ResponseHeader,
+        span: &mut Span,
+    ) -> Result<()> {
+        if let Some(arrived) = span.head_arrived.take() {
+            span.head_filtering += arrived.elapsed();
+        }
+        Ok(())
+    }
+
     fn upstream_response_body_filter(
         &self,
         _session: &mut Session,
@@ -142,7 +172,11 @@ impl ProxyHttp for Timed {
             .upstream_done
             .unwrap_or(now)
             .saturating_duration_since(sent);
-        let own = now.duration_since(span.started).saturating_sub(upstream);
+        let own = own_time(
+            now.duration_since(span.started),
+            Some(upstream),
+            span.head_filtering,
+        );
         self.count.fetch_add(1, Ordering::Relaxed);
         self.sum_nanos.fetch_add(
             u64::try_from(own.as_nanos()).unwrap_or(u64::MAX),

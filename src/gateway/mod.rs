@@ -294,6 +294,7 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
+        ctx.head_arrived = Some(Instant::now());
         ctx.upstream_status = Some(resp.status.as_u16());
         if let (Some(pool), Some(index)) = (&ctx.pool, ctx.backend) {
             pool.record_success(index);
@@ -328,19 +329,19 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        if ctx.relay {
-            // Decorated by the new process already.
-            return Ok(());
+        // A relayed response was decorated by the new process already.
+        if !ctx.relay {
+            let origin = session
+                .req_header()
+                .headers
+                .get(http::header::ORIGIN)
+                .and_then(|v| v.to_str().ok());
+            let standings = ctx.ticket.as_ref().map_or(&[][..], |t| &t.standings[..]);
+            self.app
+                .headers
+                .decorate(resp, &ctx.request_id, origin, ctx.tls, standings);
         }
-        let origin = session
-            .req_header()
-            .headers
-            .get(http::header::ORIGIN)
-            .and_then(|v| v.to_str().ok());
-        let standings = ctx.ticket.as_ref().map_or(&[][..], |t| &t.standings[..]);
-        self.app
-            .headers
-            .decorate(resp, &ctx.request_id, origin, ctx.tls, standings);
+        ctx.head_filtered();
         Ok(())
     }
 

@@ -1,6 +1,6 @@
 //! The `logging` phase: metrics and the access-log line, once per request.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use pingora::proxy::Session;
 use serde_json::json;
@@ -52,11 +52,8 @@ pub fn finish(app: &App, session: &Session, ctx: &mut RequestCtx, error: Option<
             .with_label_values(&[ctx.upstream_name()])
             .observe(upstream.as_secs_f64());
     }
-    m.overhead.observe(
-        total
-            .saturating_sub(upstream.unwrap_or_default())
-            .as_secs_f64(),
-    );
+    m.overhead
+        .observe(own_time(total, upstream, ctx.head_filtering).as_secs_f64());
 
     debit_usage(app, ctx, status);
     settle_idempotency(app, ctx, error.is_none());
@@ -84,6 +81,15 @@ pub fn finish(app: &App, session: &Session, ctx: &mut RequestCtx, error: Option<
         "error": error.map(|e| e.etype().as_str()),
     });
     app.access_log.write(line.to_string());
+}
+
+/// The gateway's own share of a request: its whole time less the upstream's, with the time
+/// the gateway spent on the response head inside the upstream's interval given back.
+pub fn own_time(total: Duration, upstream: Option<Duration>, head_filtering: Duration) -> Duration {
+    match upstream {
+        Some(upstream) => total.saturating_sub(upstream) + head_filtering.min(upstream),
+        None => total,
+    }
 }
 
 /// What an admitted request used: its request, error, tokens and images, into the limiter's
@@ -135,4 +141,20 @@ fn settle_idempotency(app: &App, ctx: &mut RequestCtx, no_error: bool) {
         }
     };
     app.metrics.idempotency.with_label_values(&[label]).inc();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_head_phases_count_as_the_gateways_own_time() {
+        let ms = Duration::from_millis;
+        assert_eq!(own_time(ms(10), Some(ms(8)), ms(1)), ms(3));
+        assert_eq!(own_time(ms(10), Some(ms(8)), Duration::ZERO), ms(2));
+        // Nothing went upstream: all of it is the gateway's.
+        assert_eq!(own_time(ms(10), None, Duration::ZERO), ms(10));
+        // Never more than the whole.
+        assert_eq!(own_time(ms(10), Some(ms(8)), ms(9)), ms(10));
+    }
 }
