@@ -9,8 +9,7 @@
 //! With `--span` it also times each request over the same span as Tollgate's
 //! `tollgate_overhead_seconds` (from the parsed request head to the logged end, less the time from
 //! sending upstream to the upstream's last byte, with the response head's phases given back)
-//! and answers `GET /bare-proxy/span` itself with
-//! `COUNT SUM_NANOSECONDS`. The benchmark subtracts that from Tollgate's metric to compare it with
+//! and answers `GET /bare-proxy/span` itself with `COUNT SUM_NANOSECONDS`. The benchmark subtracts that from Tollgate's metric to compare it with
 //! the latency difference it sees; it runs a second instance for it, so the floor stays bare.
 //!
 //! With `--contract` it also writes the headers the contract puts on every proxied exchange,
@@ -26,12 +25,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use http::{HeaderName, HeaderValue};
+use http::HeaderValue;
 use pingora::prelude::*;
 use pingora::server::configuration::{Opt, ServerConf};
 use tollgate::gateway::header_edit::edit_request;
-use tollgate::gateway::observe::own_time;
-use tollgate::gateway::respond::HeaderPolicy;
+use tollgate::gateway::observe::{own_time, HeadTiming};
+use tollgate::gateway::respond::{HeaderPolicy, TOLLGATE_REQUEST_ID};
 use tollgate::limits::{LimitName, Standing};
 
 const USAGE: &str =
@@ -72,8 +71,7 @@ struct Span {
     started: Instant,
     upstream_sent: Option<Instant>,
     upstream_done: Option<Instant>,
-    head_arrived: Option<Instant>,
-    head_filtering: Duration,
+    head: HeadTiming,
 }
 
 #[async_trait]
@@ -87,8 +85,7 @@ impl ProxyHttp for Timed {
             started: Instant::now(),
             upstream_sent: None,
             upstream_done: None,
-            head_arrived: None,
-            head_filtering: Duration::ZERO,
+            head: HeadTiming::default(),
         }
     }
 
@@ -134,7 +131,7 @@ impl ProxyHttp for Timed {
         _response: &mut pingora::http::ResponseHeader,
         span: &mut Span,
     ) -> Result<()> {
-        span.head_arrived = Some(Instant::now());
+        span.head.arrived();
         Ok(())
     }
 
@@ -144,9 +141,7 @@ impl ProxyHttp for Timed {
         _response: &mut pingora::http::ResponseHeader,
         span: &mut Span,
     ) -> Result<()> {
-        if let Some(arrived) = span.head_arrived.take() {
-            span.head_filtering += arrived.elapsed();
-        }
+        span.head.filtered();
         Ok(())
     }
 
@@ -175,7 +170,7 @@ impl ProxyHttp for Timed {
         let own = own_time(
             now.duration_since(span.started),
             Some(upstream),
-            span.head_filtering,
+            span.head.spent(),
         );
         self.count.fetch_add(1, Ordering::Relaxed);
         self.sum_nanos.fetch_add(
@@ -197,7 +192,6 @@ struct Contract {
 
 /// A request id of the length Tollgate's have.
 const REQUEST_ID: &str = "req_0123456789abcdefghijklmn";
-const TOLLGATE_REQUEST_ID: HeaderName = HeaderName::from_static("x-tollgate-request-id");
 
 impl Contract {
     fn new(upstream: SocketAddr) -> Self {

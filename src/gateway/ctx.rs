@@ -1,7 +1,7 @@
 //! Per-request state carried through the Pingora phases.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rand::distr::{Alphanumeric, SampleString};
 
@@ -13,6 +13,7 @@ use crate::store::KeyRecord;
 use crate::usage::parse::UsageMeter;
 
 use super::model_gate::ModelGate;
+use super::observe::HeadTiming;
 use super::respond::ApiError;
 use super::upstream::Pool;
 
@@ -50,12 +51,8 @@ pub struct RequestCtx {
     pub body_bytes: u64,
     pub upstream_sent: Option<Instant>,
     pub upstream_done: Option<Instant>,
-    /// When the upstream's response head reached the gateway's first header phase.
-    pub head_arrived: Option<Instant>,
-    /// Time the gateway spent on the upstream's response head, from its first header phase to
-    /// the end of its last. It falls between `upstream_sent` and `upstream_done`, so it is
-    /// added back when the upstream's time is taken off the overhead.
-    pub head_filtering: Duration,
+    /// The gateway's time on the upstream's response head (counted in the overhead).
+    pub head: HeadTiming,
     pub upstream_status: Option<u16>,
     pub response_bytes: u64,
     /// The error to answer when a phase fails on purpose (413 mid-body, model refused).
@@ -106,8 +103,7 @@ impl RequestCtx {
             body_bytes: 0,
             upstream_sent: None,
             upstream_done: None,
-            head_arrived: None,
-            head_filtering: Duration::ZERO,
+            head: HeadTiming::default(),
             upstream_status: None,
             response_bytes: 0,
             error: None,
@@ -122,13 +118,6 @@ impl RequestCtx {
             image_rewrite: None,
             relay: false,
             body_consumed: false,
-        }
-    }
-
-    /// The response head's header phases are done: their time counts as the gateway's.
-    pub fn head_filtered(&mut self) {
-        if let Some(arrived) = self.head_arrived.take() {
-            self.head_filtering += arrived.elapsed();
         }
     }
 

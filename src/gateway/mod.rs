@@ -294,7 +294,7 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        ctx.head_arrived = Some(Instant::now());
+        ctx.head.arrived();
         ctx.upstream_status = Some(resp.status.as_u16());
         if let (Some(pool), Some(index)) = (&ctx.pool, ctx.backend) {
             pool.record_success(index);
@@ -341,7 +341,7 @@ impl ProxyHttp for Gateway {
                 .headers
                 .decorate(resp, &ctx.request_id, origin, ctx.tls, standings);
         }
-        ctx.head_filtered();
+        ctx.head.filtered();
         Ok(())
     }
 

@@ -53,7 +53,7 @@ pub fn finish(app: &App, session: &Session, ctx: &mut RequestCtx, error: Option<
             .observe(upstream.as_secs_f64());
     }
     m.overhead
-        .observe(own_time(total, upstream, ctx.head_filtering).as_secs_f64());
+        .observe(own_time(total, upstream, ctx.head.spent()).as_secs_f64());
 
     debit_usage(app, ctx, status);
     settle_idempotency(app, ctx, error.is_none());
@@ -81,6 +81,33 @@ pub fn finish(app: &App, session: &Session, ctx: &mut RequestCtx, error: Option<
         "error": error.map(|e| e.etype().as_str()),
     });
     app.access_log.write(line.to_string());
+}
+
+/// The gateway's time on an upstream's response head, from its first header phase to the end
+/// of its last. Those phases run inside the upstream's interval (from sending the request to
+/// the upstream's last byte), so `own_time` gives this time back to the gateway.
+#[derive(Default)]
+pub struct HeadTiming {
+    arrived: Option<Instant>,
+    spent: Duration,
+}
+
+impl HeadTiming {
+    /// The head reached the first header phase.
+    pub fn arrived(&mut self) {
+        self.arrived = Some(Instant::now());
+    }
+
+    /// The last header phase is done.
+    pub fn filtered(&mut self) {
+        if let Some(arrived) = self.arrived.take() {
+            self.spent += arrived.elapsed();
+        }
+    }
+
+    pub fn spent(&self) -> Duration {
+        self.spent
+    }
 }
 
 /// The gateway's own share of a request: its whole time less the upstream's, with the time

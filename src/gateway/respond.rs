@@ -265,7 +265,7 @@ fn fixed(name: &'static str, value: &'static str) -> (HeaderName, HeaderValue) {
     )
 }
 
-const TOLLGATE_REQUEST_ID: HeaderName = HeaderName::from_static("x-tollgate-request-id");
+pub const TOLLGATE_REQUEST_ID: HeaderName = HeaderName::from_static("x-tollgate-request-id");
 
 impl HeaderPolicy {
     pub fn new(cors: Option<&CorsSection>, security_headers: bool) -> Self {

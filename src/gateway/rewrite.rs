@@ -6,6 +6,7 @@ use pingora::http::RequestHeader;
 use pingora::prelude::*;
 
 use super::header_edit::edit_request;
+use super::respond::TOLLGATE_REQUEST_ID;
 use super::upstream::Backend;
 
 /// Headers that belong to one connection (RFC 9110 §7.6.1) or to the gateway alone.
@@ -36,8 +37,6 @@ fn stripped_present(headers: &http::HeaderMap) -> u16 {
         .filter_map(|name| STRIPPED.iter().position(|s| s == name))
         .fold(0, |bits, i| bits | 1 << i)
 }
-
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-tollgate-request-id");
 
 /// What the gateway's reading of the body changes in the request head.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -139,7 +138,7 @@ pub fn rewrite_upstream_request(req: &mut RequestHeader, head: &UpstreamHead) ->
         if let Some(authorization) = authorization {
             headers.insert(header::AUTHORIZATION, authorization);
         }
-        headers.insert(REQUEST_ID, request_id);
+        headers.insert(TOLLGATE_REQUEST_ID, request_id);
         if head.uncompressed {
             headers.insert(
                 header::ACCEPT_ENCODING,
