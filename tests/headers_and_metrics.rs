@@ -661,3 +661,39 @@ async fn metrics_count_traffic_without_unbounded_labels() {
          count in tollgate_upstream_errors_total{{upstream=\"openai\"}}:\n{text}"
     );
 }
+
+/// `tollgate_overhead_seconds` is the gateway's own time: an upstream that takes half a second
+/// to answer shows in the request's and the upstream's durations, and is left out of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overhead_leaves_out_the_upstreams_time() {
+    let (_mock, gw, key) = setup("").await;
+    let chat_route = [("route", "/v1/chat/completions")];
+    let openai = [("upstream", "openai")];
+    let sums = |s: &[Sample]| {
+        let sum = |name, labels| metric(s, name, labels).unwrap_or(0.0);
+        [
+            sum("tollgate_overhead_seconds_count", &[][..]),
+            sum("tollgate_overhead_seconds_sum", &[]),
+            sum("tollgate_request_duration_seconds_sum", &chat_route),
+            sum("tollgate_upstream_duration_seconds_sum", &openai),
+        ]
+    };
+    // The start-up's readiness checks are requests too: only this one's share counts.
+    let before = sums(&parse_metrics(&gw.metrics().await));
+
+    let resp = send_expect(chat(&gw, Some(&key)).header("x-mock-delay-ms", "500"), 200).await;
+    resp.bytes().await.unwrap();
+    // Observed at the end of the logging phase, after the response has gone out.
+    let text = metrics_when(&gw, |s| sums(s)[0] == before[0] + 1.0).await;
+    let after = sums(&parse_metrics(&text));
+    let [count, overhead, total, upstream] = [0, 1, 2, 3].map(|i| after[i] - before[i]);
+
+    assert_eq!(count, 1.0, "one request observed:\n{text}");
+    assert!(upstream >= 0.5, "the upstream's delay: {upstream}\n{text}");
+    assert!(total >= upstream, "{total} < {upstream}\n{text}");
+    // Below the upstream's time, which it would include if that were not taken off.
+    assert!(
+        overhead > 0.0 && overhead < upstream,
+        "overhead {overhead} against the upstream's {upstream}\n{text}"
+    );
+}

@@ -52,15 +52,29 @@ pub fn finish(app: &App, session: &Session, ctx: &mut RequestCtx, error: Option<
             .with_label_values(&[ctx.upstream_name()])
             .observe(upstream.as_secs_f64());
     }
-    m.overhead
-        .observe(own_time(total, upstream, ctx.head.spent()).as_secs_f64());
 
     debit_usage(app, ctx, status);
     settle_idempotency(app, ctx, error.is_none());
-
-    if !app.access_log.enabled() {
-        return;
+    if app.access_log.enabled() {
+        write_access_log(app, session, ctx, status, total, upstream, error);
     }
+
+    // Observed last, on a second reading of the clock: the debit, the idempotency record and the
+    // log line are the gateway's own work on this request too, though the client has its
+    // response by now.
+    let own = own_time(ctx.started.elapsed(), upstream, ctx.head.spent());
+    m.overhead.observe(own.as_secs_f64());
+}
+
+fn write_access_log(
+    app: &App,
+    session: &Session,
+    ctx: &RequestCtx,
+    status: u16,
+    total: Duration,
+    upstream: Option<Duration>,
+    error: Option<&pingora::Error>,
+) {
     let req = session.req_header();
     // The query may carry a key (`/prompt/…?key=`): log the path only.
     let line = json!({
