@@ -17,7 +17,8 @@
 #
 # Environment: DURATION (per closed-loop run, default 3s), ROUNDS (default 3), CONNECTIONS
 # (default 64), RATE (fixed-rate runs, default 2000), RATE_DURATION (default 5s), RATE_ROUNDS
-# (rounds of the fixed-rate trio, default 3), RATE_CONNECTIONS (default 20), KEYS (in the store, default 100000), KEYS_USED
+# (rounds of the fixed-rate trio, default 3), RATE_CONNECTIONS (default 20), LATENCY_DURATION
+# (one-request-at-a-time runs, default 2s), LATENCY_ROUNDS (default 5), KEYS (in the store, default 100000), KEYS_USED
 # (how many of them the load takes in turn, default 1000),
 # HOLD_STREAMS (default 9900: each proxied stream takes two descriptors in the gateway, and the
 # hard open-files limit here is 20,000; see README), SKIP_HOLD=1 to skip that part, TOLLGATE
@@ -39,7 +40,8 @@ RATE=${RATE:-2000}
 RATE_DURATION=${RATE_DURATION:-5s}
 RATE_CONNECTIONS=${RATE_CONNECTIONS:-20}
 RATE_ROUNDS=${RATE_ROUNDS:-3}
-LATENCY_DURATION=${LATENCY_DURATION:-4s}
+LATENCY_DURATION=${LATENCY_DURATION:-2s}
+LATENCY_ROUNDS=${LATENCY_ROUNDS:-5}
 KEYS=${KEYS:-100000}
 KEYS_USED=${KEYS_USED:-1000}
 HOLD_STREAMS=${HOLD_STREAMS:-9900}
@@ -97,7 +99,8 @@ fi
 # A second bare proxy that also times each request over the span of tollgate_overhead_seconds
 # (--span); only the one-request-at-a-time runs use it, so the floor above stays bare.
 $(pin 0) target/release/examples/bare_proxy --listen "127.0.0.1:$timed_port" --upstream "127.0.0.1:$mock_port" --span >"$dir/timed.log" 2>&1 &
-pids+=($!)
+timed=$!
+pids+=($timed)
 
 echo "seeding $KEYS keys into the store..."
 target/release/examples/seed_keys --store "$dir/data" --keys "$KEYS" --print "$KEYS_USED" >"$dir/keys.txt"
@@ -251,32 +254,50 @@ overhead_delta() { # BEFORE AFTER -> requests and mean µs
 # The --span instance answers "COUNT SUM_NANOSECONDS"; as "SUM_SECONDS COUNT" like the metric.
 span_as_metric() { awk '{printf "%.9f %d", $2 / 1e9, $1}' <<<"$1"; }
 # One request at a time (wrk -c1): every microsecond a hop adds shows in the mean.
-single() { # URL ENV... -> mean p50 p99 (µs)
+single() { # URL ENV... -> mean p50 p99 requests (µs)
   local url=$1; shift
   env "$@" $(pin 1) wrk -t1 -c1 -d"$LATENCY_DURATION" -s benches/wrk/chat.lua "$url" \
-    | awk '/^RESULT/ {print $5, $3, $4}'
+    | awk '/^RESULT/ {print $5, $3, $4, $8}'
+}
+cpu_per_request() { # TICKS REQUESTS -> µs
+  awk -v t="$1" -v n="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.1f", t / hz / n * 1e6}'
 }
 echo
 settle
-echo "latency, one request at a time (wrk -c1, $LATENCY_DURATION each), µs:   mean    p50    p99"
 timed_url="http://127.0.0.1:$timed_port"
 span() { curl -sf "$timed_url/bare-proxy/span"; }
-read -r am a50 a99 < <(single "$direct" X=1)
-span_before=$(span)
-read -r bm b50 b99 < <(single "$timed_url" X=1)
-read -r sn smean <<<"$(overhead_delta "$(span_as_metric "$span_before")" "$(span_as_metric "$(span)")")"
-before=$(overhead)
-read -r cm c50 c99 < <(single "$tg" "$keys")
-read -r on omean <<<"$(overhead_delta "$before" "$(overhead)")"
-printf '  (a) direct                                               %6.0f %6.0f %6.0f\n' "$am" "$a50" "$a99"
-printf '  (b) bare Pingora proxy (the --span instance)             %6.0f %6.0f %6.0f\n' "$bm" "$b50" "$b99"
-printf '  (c) Tollgate                                             %6.0f %6.0f %6.0f\n' "$cm" "$c50" "$c99"
-awk -v a="$am" -v b="$bm" -v c="$cm" -v a5="$a50" -v b5="$b50" -v c5="$c50" -v o="$omean" -v n="$on" \
-  -v s="$smean" -v sn="$sn" 'BEGIN {
-  printf "  added by the proxy hop (b)-(a): mean %.0f µs, p50 %.0f µs\n", b - a, b5 - a5
-  printf "  added by Tollgate beyond the hop (c)-(b): mean %.0f µs, p50 %.0f µs\n", c - b, c5 - b5
-  printf "  tollgate_overhead_seconds over those %d requests: mean %.1f µs\n", n, o
-  printf "  the bare proxy over the same span, %d requests: mean %.1f µs; the metric less that: %.1f µs, against (c)-(b) %.0f µs\n", sn, s, o - s, c - b }'
+read -r am a50 a99 _ < <(single "$direct" X=1)
+# A single run's mean moves by 10 µs and more from one run to the next on this VM, and so does
+# the difference of two runs; so (b) and (c) take turns for LATENCY_ROUNDS rounds and the medians
+# of the rounds are reported. In each round: the mean and p50 wrk saw, the span the bare proxy
+# timed or the metric Tollgate observed, and the gateway's CPU time per request (all its threads).
+echo "latency, one request at a time (wrk -c1, $LATENCY_DURATION each), $LATENCY_ROUNDS rounds of (b) and (c) in turn, µs:"
+echo "   round | (b) mean   p50  span   CPU | (c) mean   p50 metric   CPU | (c)-(b) mean   p50 metric-span   CPU"
+declare -A LAT
+for round in $(seq 1 "$LATENCY_ROUNDS"); do
+  span_before=$(span); b0=$(cpu_ticks "$timed")
+  read -r bm b50 _ bn < <(single "$timed_url" X=1)
+  b1=$(cpu_ticks "$timed")
+  read -r _ smean <<<"$(overhead_delta "$(span_as_metric "$span_before")" "$(span_as_metric "$(span)")")"
+  before=$(overhead); c0=$(cpu_ticks "$gw")
+  read -r cm c50 _ cn < <(single "$tg" "$keys")
+  c1=$(cpu_ticks "$gw")
+  read -r _ omean <<<"$(overhead_delta "$before" "$(overhead)")"
+  bcpu=$(cpu_per_request $((b1 - b0)) "$bn"); ccpu=$(cpu_per_request $((c1 - c0)) "$cn")
+  row=$(awk -v bm="$bm" -v b5="$b50" -v s="$smean" -v bc="$bcpu" -v cm="$cm" -v c5="$c50" -v o="$omean" -v cc="$ccpu" \
+    'BEGIN {printf "%.1f %.0f %.1f %.1f %.1f %.0f %.1f %.1f %.1f %.0f %.1f %.1f", bm, b5, s, bc, cm, c5, o, cc, cm - bm, c5 - b5, o - s, cc - bc}')
+  read -r -a f <<<"$row"
+  printf '  %6d | %8s %5s %5s %5s | %8s %5s %6s %5s | %12s %5s %11s %5s\n' "$round" "${f[@]}"
+  for i in "${!f[@]}"; do LAT[$i]+=" ${f[$i]}"; done
+done
+medians=()
+for i in $(seq 0 11); do medians+=("$(median "${LAT[$i]}")"); done
+printf '  median | %8s %5s %5s %5s | %8s %5s %6s %5s | %12s %5s %11s %5s\n' "${medians[@]}"
+printf '  (a) direct, one run: mean %.0f µs, p50 %.0f µs, p99 %.0f µs\n' "$am" "$a50" "$a99"
+awk -v a="$am" -v a5="$a50" -v b="${medians[0]}" -v b5="${medians[1]}" 'BEGIN {
+  printf "  added by the proxy hop (b)-(a): mean %.0f µs, p50 %.0f µs\n", b - a, b5 - a5 }'
+echo "  added by Tollgate beyond the hop (c)-(b), median of the rounds: mean ${medians[8]} µs, p50 ${medians[9]} µs; its CPU per request beyond (b)'s: ${medians[11]} µs"
+echo "  tollgate_overhead_seconds less the bare proxy's same span, median of the rounds: ${medians[10]} µs (the metric ${medians[6]} µs, the span ${medians[2]} µs)"
 
 # ---- fixed rate: the added p99 at RATE requests/s ----
 # oha releases one request every 1/RATE s (its timer ticks each millisecond, so two at a time)
@@ -412,3 +433,4 @@ if [ "${SKIP_HOLD:-0}" != 1 ]; then
   measure_hold "(c) Tollgate" "$tg" "$gw" tollgate_streams "$keys"
 fi
 echo "Tollgate peak RSS over the whole run: $(rss_mib "$gw" VmHWM) MiB"
+echo "the whole run took ${SECONDS} s"
