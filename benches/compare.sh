@@ -151,13 +151,15 @@ warm_up "$port" "$dir/tollgate.log"
 # (Tollgate's write-behind of thousands of records) must not land in the next.
 optional_ticks() { if [ -n "$1" ]; then cpu_ticks "$1"; else echo 0; fi; }
 settle() {
-  local g0 b0 g1 b1 o0 o1 k0 k1
-  for _ in $(seq 1 30); do
+  local g0 b0 g1 b1 o0 o1 k0 k1 i
+  for i in $(seq 1 30); do
     g0=$(cpu_ticks "$gw"); b0=$(cpu_ticks "$bare"); o0=$(optional_ticks "${base:-}"); k0=$(optional_ticks "${contract:-}"); sleep 0.5
     g1=$(cpu_ticks "$gw"); b1=$(cpu_ticks "$bare"); o1=$(optional_ticks "${base:-}"); k1=$(optional_ticks "${contract:-}")
-    [ $((g1 - g0 + b1 - b0 + o1 - o0 + k1 - k0)) -le 2 ] && return 0
+    [ $((g1 - g0 + b1 - b0 + o1 - o0 + k1 - k0)) -le 2 ] && break
   done
+  settled_halves=$((settled_halves + i))
 }
+settled_halves=0
 
 # run KEY URL GATEWAY_PID [ENV...]: wrk for DURATION; appends req/s, p50, p99 (ms), the
 # gateway's CPU time per request (µs) and how busy its core was to the lists under KEY.
@@ -200,7 +202,7 @@ tg="http://127.0.0.1:$port"
 keys="BENCH_KEYS=$dir/keys.txt"
 
 started_rss=$(rss_mib "$gw" VmRSS)
-echo "closed loop: wrk -t1 -c$CONNECTIONS, $DURATION per run; bare proxy and Tollgate take turns, $ROUNDS rounds, medians shown"
+echo "closed loop: wrk -t1 -c$CONNECTIONS, $DURATION per run; bare proxy and Tollgate take turns, $ROUNDS rounds, medians shown [at ${SECONDS} s]"
 steal0=$(steal_ticks); t0=$(date +%s.%N)
 run a "$direct" - X=1
 for round in $(seq 1 "$ROUNDS"); do
@@ -271,7 +273,7 @@ read -r am a50 a99 _ < <(single "$direct" X=1)
 # the difference of two runs; so (b) and (c) take turns for LATENCY_ROUNDS rounds and the medians
 # of the rounds are reported. In each round: the mean and p50 wrk saw, the span the bare proxy
 # timed or the metric Tollgate observed, and the gateway's CPU time per request (all its threads).
-echo "latency, one request at a time (wrk -c1, $LATENCY_DURATION each), $LATENCY_ROUNDS rounds of (b) and (c) in turn, µs:"
+echo "latency, one request at a time (wrk -c1, $LATENCY_DURATION each), $LATENCY_ROUNDS rounds of (b) and (c) in turn, µs [at ${SECONDS} s]:"
 echo "   round | (b) mean   p50  span   CPU | (c) mean   p50 metric   CPU | (c)-(b) mean   p50 metric-span   CPU"
 declare -A LAT
 for round in $(seq 1 "$LATENCY_ROUNDS"); do
@@ -331,7 +333,7 @@ PY
 # the CPU time the VM's host took away meanwhile ("steal") tells how noisy the rounds were.
 echo
 settle
-echo "fixed rate: $RATE requests/s for $RATE_DURATION (oha, evenly spaced, each request timed from when it was due; $RATE_CONNECTIONS connections), $RATE_ROUNDS rounds, (a), (b) and (c) in turn"
+echo "fixed rate: $RATE requests/s for $RATE_DURATION (oha, evenly spaced, each request timed from when it was due; $RATE_CONNECTIONS connections), $RATE_ROUNDS rounds, (a), (b) and (c) in turn [at ${SECONDS} s]"
 declare -A RRPS RP50 RP99 RMEAN ADDED
 rate_run() { # KEY: one fixed-rate run of (a), (b) or (c); appends its figures under KEY
   local stats bad r p50 p99 mean
@@ -371,6 +373,7 @@ echo "Tollgate RSS with $KEYS keys in the store ($KEYS_USED of them in use): $st
 
 # ---- Idempotency-Key on every request: last, as its records keep sled busy afterwards ----
 echo
+echo "[at ${SECONDS} s]"
 run d "$tg" "$gw" "$keys" BENCH_IDEMPOTENCY=1
 row d "(d) Tollgate + Idempotency-Key"
 echo "Tollgate peak RSS after (d): $(rss_mib "$gw" VmHWM) MiB (every request's response kept for 24 h)"
@@ -428,9 +431,9 @@ if [ "${SKIP_HOLD:-0}" != 1 ]; then
   }
   echo
   settle
-  echo "SSE streams held open (RSS; descriptors allow at most about 10,000 streams per proxy here):"
+  echo "SSE streams held open (RSS; descriptors allow at most about 10,000 streams per proxy here) [at ${SECONDS} s]:"
   measure_hold "(b) bare Pingora proxy" "$bare_url" "$bare" bare_streams X=1
   measure_hold "(c) Tollgate" "$tg" "$gw" tollgate_streams "$keys"
 fi
 echo "Tollgate peak RSS over the whole run: $(rss_mib "$gw" VmHWM) MiB"
-echo "the whole run took ${SECONDS} s"
+awk -v t="$SECONDS" -v h="$settled_halves" 'BEGIN {printf "the whole run took %d s, %.1f s of it waiting for the gateways'"'"' cores to go quiet between runs\n", t, h / 2}'
