@@ -8,7 +8,7 @@
 //!
 //! With `--span` it also times each request over the same span as Tollgate's
 //! `tollgate_overhead_seconds` (from the parsed request head to the logged end, less the time from
-//! sending upstream to the upstream's last byte, with the response head's phases given back)
+//! sending upstream to the upstream's last byte, with the phases that run inside that given back)
 //! and answers `GET /bare-proxy/span` itself with `COUNT SUM_NANOSECONDS`. The benchmark subtracts that from Tollgate's metric to compare it with
 //! the latency difference it sees; it runs a second instance for it, so the floor stays bare.
 //!
@@ -29,7 +29,7 @@ use http::HeaderValue;
 use pingora::prelude::*;
 use pingora::server::configuration::{Opt, ServerConf};
 use tollgate::gateway::header_edit::edit_request;
-use tollgate::gateway::observe::{own_time, HeadTiming};
+use tollgate::gateway::observe::{own_time, InsideUpstream};
 use tollgate::gateway::respond::{HeaderPolicy, TOLLGATE_REQUEST_ID};
 use tollgate::limits::{LimitName, Standing};
 
@@ -71,7 +71,7 @@ struct Span {
     started: Instant,
     upstream_sent: Option<Instant>,
     upstream_done: Option<Instant>,
-    head: HeadTiming,
+    inside_upstream: InsideUpstream,
 }
 
 #[async_trait]
@@ -85,7 +85,7 @@ impl ProxyHttp for Timed {
             started: Instant::now(),
             upstream_sent: None,
             upstream_done: None,
-            head: HeadTiming::default(),
+            inside_upstream: InsideUpstream::default(),
         }
     }
 
@@ -123,6 +123,20 @@ impl ProxyHttp for Timed {
         Ok(())
     }
 
+    /// The request body's phase, timed as Tollgate times its own: it runs once the request head
+    /// has gone upstream, inside the upstream's interval, and counts as the proxy's time.
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        span: &mut Span,
+    ) -> Result<()> {
+        span.inside_upstream.begin();
+        span.inside_upstream.end();
+        Ok(())
+    }
+
     /// The response head's phases, timed as Tollgate times its own (they fall inside the
     /// upstream's interval and count as the proxy's time).
     async fn upstream_response_filter(
@@ -131,7 +145,7 @@ impl ProxyHttp for Timed {
         _response: &mut pingora::http::ResponseHeader,
         span: &mut Span,
     ) -> Result<()> {
-        span.head.arrived();
+        span.inside_upstream.begin();
         Ok(())
     }
 
@@ -141,7 +155,7 @@ impl ProxyHttp for Timed {
         _response: &mut pingora::http::ResponseHeader,
         span: &mut Span,
     ) -> Result<()> {
-        span.head.filtered();
+        span.inside_upstream.end();
         Ok(())
     }
 
@@ -158,6 +172,21 @@ impl ProxyHttp for Timed {
         Ok(None)
     }
 
+    /// Every chunk but the upstream's last, timed as Tollgate times its own.
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        span: &mut Span,
+    ) -> Result<Option<Duration>> {
+        if span.upstream_done.is_none() {
+            span.inside_upstream.begin();
+        }
+        span.inside_upstream.end();
+        Ok(None)
+    }
+
     async fn logging(&self, _session: &mut Session, _e: Option<&Error>, span: &mut Span) {
         let Some(sent) = span.upstream_sent else {
             return;
@@ -170,7 +199,7 @@ impl ProxyHttp for Timed {
         let own = own_time(
             now.duration_since(span.started),
             Some(upstream),
-            span.head.spent(),
+            span.inside_upstream.spent(),
         );
         self.count.fetch_add(1, Ordering::Relaxed);
         self.sum_nanos.fetch_add(

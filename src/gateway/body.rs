@@ -4,11 +4,14 @@
 //! A small body of declared length is read whole during admission (`read_early`), so the
 //! upstream request gets an exact `Content-Length` instead of chunked framing: one write less
 //! per request, and a refused model is answered before any upstream connection is made. Other
-//! bodies are held chunk by chunk in `request_body_filter` and finished by the same `prepare`.
+//! bodies are held chunk by chunk in `request_body_filter` (`filter_chunk`) and finished by the
+//! same `prepare`.
 
 use bytes::Bytes;
 use pingora::http::RequestHeader;
 use pingora::proxy::Session;
+
+use crate::app::App;
 
 use super::ctx::RequestCtx;
 use super::model_gate::{self, Verdict};
@@ -32,6 +35,57 @@ pub async fn read_early(session: &mut Session, ctx: &mut RequestCtx) -> Result<(
     }
     let prepared = prepare(session.req_header(), ctx, full)?;
     ctx.prepared_body = Some(prepared);
+    Ok(())
+}
+
+/// `request_body_filter`'s work on one chunk: the body's size cap, its hash for an
+/// Idempotency-Key, and what goes upstream: the prepared body in place of the bytes Pingora
+/// kept (read early), or nothing until the last chunk of a held body, then the prepared whole.
+pub fn filter_chunk(
+    app: &App,
+    req: &RequestHeader,
+    body: &mut Option<Bytes>,
+    end_of_stream: bool,
+    ctx: &mut RequestCtx,
+) -> Result<(), ApiError> {
+    if let Some(chunk) = body.as_ref() {
+        ctx.body_bytes += chunk.len() as u64;
+        if ctx.body_bytes > ctx.max_body_bytes {
+            return Err(ApiError::request_too_large(ctx.max_body_bytes));
+        }
+    }
+    if let Some(recording) = ctx.recording.as_mut() {
+        if let Some(chunk) = body.as_ref() {
+            recording.hash_request_chunk(chunk);
+        }
+        if end_of_stream {
+            let hash = recording.finish_request();
+            app.idempotency
+                .body_hashed(&recording.scope, recording.claim, hash);
+        }
+    }
+    if let Some(prepared) = &ctx.prepared_body {
+        // Read during admission; Pingora sends the bytes it kept, this replaces them.
+        *body = Some(if end_of_stream {
+            prepared.clone()
+        } else {
+            Bytes::new()
+        });
+        return Ok(());
+    }
+    let Some(held) = ctx.held_body.as_mut() else {
+        return Ok(());
+    };
+    if let Some(chunk) = body.take() {
+        held.extend_from_slice(&chunk);
+    }
+    if !end_of_stream {
+        // An empty chunk tells Pingora "nothing yet" without ending the upstream body.
+        *body = Some(Bytes::new());
+        return Ok(());
+    }
+    let full = ctx.held_body.take().unwrap_or_default();
+    *body = Some(prepare(req, ctx, full)?);
     Ok(())
 }
 

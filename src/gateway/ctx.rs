@@ -13,7 +13,7 @@ use crate::store::KeyRecord;
 use crate::usage::parse::UsageMeter;
 
 use super::model_gate::ModelGate;
-use super::observe::HeadTiming;
+use super::observe::InsideUpstream;
 use super::respond::ApiError;
 use super::upstream::Pool;
 
@@ -51,8 +51,8 @@ pub struct RequestCtx {
     pub body_bytes: u64,
     pub upstream_sent: Option<Instant>,
     pub upstream_done: Option<Instant>,
-    /// The gateway's time on the upstream's response head (counted in the overhead).
-    pub head: HeadTiming,
+    /// The gateway's work while the upstream's interval is open (counted in the overhead).
+    pub inside_upstream: InsideUpstream,
     pub upstream_status: Option<u16>,
     pub response_bytes: u64,
     /// The error to answer when a phase fails on purpose (413 mid-body, model refused).
@@ -103,7 +103,7 @@ impl RequestCtx {
             body_bytes: 0,
             upstream_sent: None,
             upstream_done: None,
-            head: HeadTiming::default(),
+            inside_upstream: InsideUpstream::default(),
             upstream_status: None,
             response_bytes: 0,
             error: None,

@@ -242,49 +242,11 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        if let Some(chunk) = body.as_ref() {
-            ctx.body_bytes += chunk.len() as u64;
-            if ctx.body_bytes > ctx.max_body_bytes {
-                return Err(refuse(ctx, ApiError::request_too_large(ctx.max_body_bytes)));
-            }
-        }
-        if let Some(recording) = ctx.recording.as_mut() {
-            if let Some(chunk) = body.as_ref() {
-                recording.hash_request_chunk(chunk);
-            }
-            if end_of_stream {
-                let hash = recording.finish_request();
-                self.app
-                    .idempotency
-                    .body_hashed(&recording.scope, recording.claim, hash);
-            }
-        }
-        if let Some(prepared) = &ctx.prepared_body {
-            // Read during admission; Pingora sends the bytes it kept, this replaces them.
-            *body = Some(if end_of_stream {
-                prepared.clone()
-            } else {
-                Bytes::new()
-            });
-            return Ok(());
-        }
-        let Some(held) = ctx.held_body.as_mut() else {
-            return Ok(());
-        };
-        if let Some(chunk) = body.take() {
-            held.extend_from_slice(&chunk);
-        }
-        if !end_of_stream {
-            // An empty chunk tells Pingora "nothing yet" without ending the upstream body.
-            *body = Some(Bytes::new());
-            return Ok(());
-        }
-        let full = ctx.held_body.take().unwrap_or_default();
-        match body::prepare(session.req_header(), ctx, full) {
-            Ok(prepared) => *body = Some(prepared),
-            Err(e) => return Err(refuse(ctx, e)),
-        }
-        Ok(())
+        // Pingora runs this after the request head has gone upstream.
+        ctx.inside_upstream.begin();
+        let result = body::filter_chunk(&self.app, session.req_header(), body, end_of_stream, ctx);
+        ctx.inside_upstream.end();
+        result.map_err(|e| refuse(ctx, e))
     }
 
     /// A response arrived: the backend is alive; streams are counted.
@@ -294,7 +256,7 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        ctx.head.arrived();
+        ctx.inside_upstream.begin();
         ctx.upstream_status = Some(resp.status.as_u16());
         if let (Some(pool), Some(index)) = (&ctx.pool, ctx.backend) {
             pool.record_success(index);
@@ -341,7 +303,7 @@ impl ProxyHttp for Gateway {
                 .headers
                 .decorate(resp, &ctx.request_id, origin, ctx.tls, standings);
         }
-        ctx.head.filtered();
+        ctx.inside_upstream.end();
         Ok(())
     }
 
@@ -368,6 +330,10 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         ctx: &mut Self::CTX,
     ) -> Result<Option<Duration>> {
+        // Every chunk but the upstream's last is handled inside the upstream's interval.
+        if ctx.upstream_done.is_none() {
+            ctx.inside_upstream.begin();
+        }
         metering::feed(ctx, body, end_of_stream);
         if let (Some(rewrite), Some(images)) = (ctx.image_rewrite.as_mut(), &self.app.images) {
             rewrite.feed(images, body, end_of_stream);
@@ -378,6 +344,7 @@ impl ProxyHttp for Gateway {
         if let Some(chunk) = body {
             ctx.response_bytes += chunk.len() as u64;
         }
+        ctx.inside_upstream.end();
         Ok(None)
     }
 

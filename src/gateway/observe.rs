@@ -62,7 +62,7 @@ pub fn finish(app: &App, session: &Session, ctx: &mut RequestCtx, error: Option<
     // Observed last, on a second reading of the clock: the debit, the idempotency record and the
     // log line are the gateway's own work on this request too, though the client has its
     // response by now.
-    let own = own_time(ctx.started.elapsed(), upstream, ctx.head.spent());
+    let own = own_time(ctx.started.elapsed(), upstream, ctx.inside_upstream.spent());
     m.overhead.observe(own.as_secs_f64());
 }
 
@@ -97,25 +97,26 @@ fn write_access_log(
     app.access_log.write(line.to_string());
 }
 
-/// The gateway's time on an upstream's response head, from its first header phase to the end
-/// of its last. Those phases run inside the upstream's interval (from sending the request to
-/// the upstream's last byte), so `own_time` gives this time back to the gateway.
+/// The gateway's own work while the upstream's interval is open (from sending the request to
+/// the upstream's last byte): the request body's phase, the response head's phases, and the
+/// body phases of every chunk but the last. That interval is taken off the request's time as
+/// the upstream's, so `own_time` gives this work back to the gateway.
 #[derive(Default)]
-pub struct HeadTiming {
-    arrived: Option<Instant>,
+pub struct InsideUpstream {
+    began: Option<Instant>,
     spent: Duration,
 }
 
-impl HeadTiming {
-    /// The head reached the first header phase.
-    pub fn arrived(&mut self) {
-        self.arrived = Some(Instant::now());
+impl InsideUpstream {
+    /// The gateway starts work inside the upstream's interval.
+    pub fn begin(&mut self) {
+        self.began = Some(Instant::now());
     }
 
-    /// The last header phase is done.
-    pub fn filtered(&mut self) {
-        if let Some(arrived) = self.arrived.take() {
-            self.spent += arrived.elapsed();
+    /// That work is done; without a `begin` before it, nothing is added.
+    pub fn end(&mut self) {
+        if let Some(began) = self.began.take() {
+            self.spent += began.elapsed();
         }
     }
 
@@ -125,10 +126,14 @@ impl HeadTiming {
 }
 
 /// The gateway's own share of a request: its whole time less the upstream's, with the time
-/// the gateway spent on the response head inside the upstream's interval given back.
-pub fn own_time(total: Duration, upstream: Option<Duration>, head_filtering: Duration) -> Duration {
+/// the gateway worked inside the upstream's interval given back.
+pub fn own_time(
+    total: Duration,
+    upstream: Option<Duration>,
+    inside_upstream: Duration,
+) -> Duration {
     match upstream {
-        Some(upstream) => total.saturating_sub(upstream) + head_filtering.min(upstream),
+        Some(upstream) => total.saturating_sub(upstream) + inside_upstream.min(upstream),
         None => total,
     }
 }
@@ -189,7 +194,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_head_phases_count_as_the_gateways_own_time() {
+    fn work_inside_the_upstreams_interval_counts_as_the_gateways_own_time() {
         let ms = Duration::from_millis;
         assert_eq!(own_time(ms(10), Some(ms(8)), ms(1)), ms(3));
         assert_eq!(own_time(ms(10), Some(ms(8)), Duration::ZERO), ms(2));
@@ -197,5 +202,23 @@ mod tests {
         assert_eq!(own_time(ms(10), None, Duration::ZERO), ms(10));
         // Never more than the whole.
         assert_eq!(own_time(ms(10), Some(ms(8)), ms(9)), ms(10));
+    }
+
+    #[test]
+    fn inside_upstream_adds_up_its_begin_end_pairs_only() {
+        let outer = Instant::now();
+        let mut inside = InsideUpstream::default();
+        inside.end();
+        assert_eq!(inside.spent(), Duration::ZERO);
+        inside.begin();
+        inside.end();
+        let once = inside.spent();
+        // An end with no begin before it (a phase that ran after the upstream finished).
+        inside.end();
+        assert_eq!(inside.spent(), once);
+        inside.begin();
+        inside.end();
+        assert!(inside.spent() >= once);
+        assert!(inside.spent() <= outer.elapsed());
     }
 }
