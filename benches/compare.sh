@@ -274,9 +274,10 @@ read -r am a50 a99 _ < <(single "$direct" X=1)
 # of the rounds are reported. In each round: the mean and p50 wrk saw, the span the bare proxy
 # timed or the metric Tollgate observed, and the gateway's CPU time per request (all its threads).
 echo "latency, one request at a time (wrk -c1, $LATENCY_DURATION each), $LATENCY_ROUNDS rounds of (b) and (c) in turn, µs [at ${SECONDS} s]:"
-echo "   round | (b) mean   p50  span   CPU | (c) mean   p50 metric   CPU | (c)-(b) mean   p50 metric-span   CPU"
+echo "   round | (b) mean   p50  span   CPU | (c) mean   p50 metric   CPU | (c)-(b) mean   p50 metric-span   CPU | steal"
 declare -A LAT
 for round in $(seq 1 "$LATENCY_ROUNDS"); do
+  round_steal=$(steal_ticks); round_t0=$(date +%s.%N)
   span_before=$(span); b0=$(cpu_ticks "$timed")
   read -r bm b50 _ bn < <(single "$timed_url" X=1)
   b1=$(cpu_ticks "$timed")
@@ -289,7 +290,8 @@ for round in $(seq 1 "$LATENCY_ROUNDS"); do
   row=$(awk -v bm="$bm" -v b5="$b50" -v s="$smean" -v bc="$bcpu" -v cm="$cm" -v c5="$c50" -v o="$omean" -v cc="$ccpu" \
     'BEGIN {printf "%.1f %.0f %.1f %.1f %.1f %.0f %.1f %.1f %.1f %.0f %.1f %.1f", bm, b5, s, bc, cm, c5, o, cc, cm - bm, c5 - b5, o - s, cc - bc}')
   read -r -a f <<<"$row"
-  printf '  %6d | %8s %5s %5s %5s | %8s %5s %6s %5s | %12s %5s %11s %5s\n' "$round" "${f[@]}"
+  round_steal=$(steal_share "$round_steal" "$(steal_ticks)" "$round_t0" "$(date +%s.%N)")
+  printf '  %6d | %8s %5s %5s %5s | %8s %5s %6s %5s | %12s %5s %11s %5s | %s\n' "$round" "${f[@]}" "$round_steal"
   for i in "${!f[@]}"; do LAT[$i]+=" ${f[$i]}"; done
 done
 medians=()
