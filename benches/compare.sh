@@ -264,6 +264,15 @@ single() { # URL ENV... -> mean p50 p99 requests (µs)
 cpu_per_request() { # TICKS REQUESTS -> µs
   awk -v t="$1" -v n="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.1f", t / hz / n * 1e6}'
 }
+thread_ticks() { # PID -> "TID TICKS" lines, sorted for join
+  local t
+  for t in /proc/"$1"/task/*; do
+    awk -v t="${t##*/}" '{sub(/.*\) /, ""); print t, $12 + $13}' "$t/stat" 2>/dev/null
+  done | sort
+}
+# The CPU ticks of the thread that took the most between two thread_ticks snapshots: in a
+# one-connection run, the worker that served it; the rest is the process's background threads.
+worker_ticks() { join "$1" "$2" | awk '$3 - $2 > max {max = $3 - $2} END {print max + 0}'; }
 echo
 settle
 timed_url="http://127.0.0.1:$timed_port"
@@ -272,43 +281,46 @@ read -r am a50 a99 _ < <(single "$direct" X=1)
 # A single run's mean moves by 10 µs and more from one run to the next on this VM, and so does
 # the difference of two runs; so (b) and (c) take turns for LATENCY_ROUNDS rounds and the medians
 # of the rounds are reported. In each round: the mean and p50 wrk saw, the span the bare proxy
-# timed or the metric Tollgate observed, and the gateway's CPU time per request (all its threads).
+# timed or the metric Tollgate observed, and the gateway's CPU time per request: all its threads
+# ("CPU") and the worker thread's alone ("wkr"; the rest is background work such as sled's).
 echo "latency, one request at a time (wrk -c1, $LATENCY_DURATION each), $LATENCY_ROUNDS rounds of (b) and (c) in turn, µs [at ${SECONDS} s]:"
-echo "   round | (b) mean   p50  span   CPU | (c) mean   p50 metric   CPU | (c)-(b) mean   p50 metric-span   CPU | steal"
+echo "   round | (b) mean   p50  span   CPU   wkr | (c) mean   p50 metric   CPU   wkr | (c)-(b) mean   p50 metric-span   CPU   wkr | steal"
 declare -A LAT
 for round in $(seq 1 "$LATENCY_ROUNDS"); do
   round_steal=$(steal_ticks); round_t0=$(date +%s.%N)
-  span_before=$(span); b0=$(cpu_ticks "$timed")
+  span_before=$(span); b0=$(cpu_ticks "$timed"); thread_ticks "$timed" >"$dir/threads0"
   read -r bm b50 _ bn < <(single "$timed_url" X=1)
-  b1=$(cpu_ticks "$timed")
+  b1=$(cpu_ticks "$timed"); thread_ticks "$timed" >"$dir/threads1"
+  bw=$(cpu_per_request "$(worker_ticks "$dir/threads0" "$dir/threads1")" "$bn")
   read -r _ smean <<<"$(overhead_delta "$(span_as_metric "$span_before")" "$(span_as_metric "$(span)")")"
-  before=$(overhead); c0=$(cpu_ticks "$gw")
+  before=$(overhead); c0=$(cpu_ticks "$gw"); thread_ticks "$gw" >"$dir/threads0"
   read -r cm c50 _ cn < <(single "$tg" "$keys")
-  c1=$(cpu_ticks "$gw")
+  c1=$(cpu_ticks "$gw"); thread_ticks "$gw" >"$dir/threads1"
+  cw=$(cpu_per_request "$(worker_ticks "$dir/threads0" "$dir/threads1")" "$cn")
   read -r _ omean <<<"$(overhead_delta "$before" "$(overhead)")"
   bcpu=$(cpu_per_request $((b1 - b0)) "$bn"); ccpu=$(cpu_per_request $((c1 - c0)) "$cn")
-  row=$(awk -v bm="$bm" -v b5="$b50" -v s="$smean" -v bc="$bcpu" -v cm="$cm" -v c5="$c50" -v o="$omean" -v cc="$ccpu" \
-    'BEGIN {printf "%.1f %.0f %.1f %.1f %.1f %.0f %.1f %.1f %.1f %.0f %.1f %.1f", bm, b5, s, bc, cm, c5, o, cc, cm - bm, c5 - b5, o - s, cc - bc}')
+  row=$(awk -v bm="$bm" -v b5="$b50" -v s="$smean" -v bc="$bcpu" -v bw="$bw" -v cm="$cm" -v c5="$c50" -v o="$omean" -v cc="$ccpu" -v cw="$cw" \
+    'BEGIN {printf "%.1f %.0f %.1f %.1f %.1f %.1f %.0f %.1f %.1f %.1f %.1f %.0f %.1f %.1f %.1f", bm, b5, s, bc, bw, cm, c5, o, cc, cw, cm - bm, c5 - b5, o - s, cc - bc, cw - bw}')
   read -r -a f <<<"$row"
   round_steal=$(steal_share "$round_steal" "$(steal_ticks)" "$round_t0" "$(date +%s.%N)")
-  printf '  %6d | %8s %5s %5s %5s | %8s %5s %6s %5s | %12s %5s %11s %5s | %s\n' "$round" "${f[@]}" "$round_steal"
+  printf '  %6d | %8s %5s %5s %5s %5s | %8s %5s %6s %5s %5s | %12s %5s %11s %5s %5s | %s\n' "$round" "${f[@]}" "$round_steal"
   for i in "${!f[@]}"; do LAT[$i]+=" ${f[$i]}"; done
   # A round the VM's host took under 1 % of the CPU from: the ones whose figures can be compared.
   if awk -v s="${round_steal% %}" 'BEGIN {exit !(s < 1)}'; then
     quiet_rounds=$((${quiet_rounds:-0} + 1))
-    for i in 8 9 10 11; do LAT[q$i]+=" ${f[$i]}"; done
+    for i in 10 11 12 13 14; do LAT[q$i]+=" ${f[$i]}"; done
   fi
 done
 medians=()
-for i in $(seq 0 11); do medians+=("$(median "${LAT[$i]}")"); done
-printf '  median | %8s %5s %5s %5s | %8s %5s %6s %5s | %12s %5s %11s %5s\n' "${medians[@]}"
+for i in $(seq 0 14); do medians+=("$(median "${LAT[$i]}")"); done
+printf '  median | %8s %5s %5s %5s %5s | %8s %5s %6s %5s %5s | %12s %5s %11s %5s %5s\n' "${medians[@]}"
 printf '  (a) direct, one run: mean %.0f µs, p50 %.0f µs, p99 %.0f µs\n' "$am" "$a50" "$a99"
 awk -v a="$am" -v a5="$a50" -v b="${medians[0]}" -v b5="${medians[1]}" 'BEGIN {
   printf "  added by the proxy hop (b)-(a): mean %.0f µs, p50 %.0f µs\n", b - a, b5 - a5 }'
-echo "  added by Tollgate beyond the hop (c)-(b), median of the rounds: mean ${medians[8]} µs, p50 ${medians[9]} µs; its CPU per request beyond (b)'s: ${medians[11]} µs"
-echo "  tollgate_overhead_seconds less the bare proxy's same span, median of the rounds: ${medians[10]} µs (the metric ${medians[6]} µs, the span ${medians[2]} µs)"
+echo "  added by Tollgate beyond the hop (c)-(b), median of the rounds: mean ${medians[10]} µs, p50 ${medians[11]} µs; its CPU per request beyond (b)'s: ${medians[13]} µs, ${medians[14]} µs of it in the worker thread"
+echo "  tollgate_overhead_seconds less the bare proxy's same span, median of the rounds: ${medians[12]} µs (the metric ${medians[7]} µs, the span ${medians[2]} µs)"
 if [ "${quiet_rounds:-0}" -gt 0 ]; then
-  echo "  the ${quiet_rounds} of $LATENCY_ROUNDS rounds with under 1 % steal, medians: (c)-(b) mean $(median "${LAT[q8]}") µs, p50 $(median "${LAT[q9]}") µs; the metric less the span $(median "${LAT[q10]}") µs; CPU per request beyond (b)'s $(median "${LAT[q11]}") µs"
+  echo "  the ${quiet_rounds} of $LATENCY_ROUNDS rounds with under 1 % steal, medians: (c)-(b) mean $(median "${LAT[q10]}") µs, p50 $(median "${LAT[q11]}") µs; the metric less the span $(median "${LAT[q12]}") µs; CPU per request beyond (b)'s $(median "${LAT[q13]}") µs, in the worker thread $(median "${LAT[q14]}") µs"
 else
   echo "  no round had under 1 % steal: these differences are the VM's as much as the gateways'"
 fi
