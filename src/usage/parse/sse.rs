@@ -6,7 +6,7 @@ use super::buf::{bounded_extend, find_nl};
 use super::fields::{Chunk, Field};
 use super::json_scan::JsonScan;
 use super::json_text::skip_ws;
-use super::strip::{null_member_span, LineOut};
+use super::strip::{null_member_span, trailing_null_usage_span, LineOut};
 use super::{UsageMeter, LINE_CAP, SHRINK_TO, TYPE_CAP};
 
 impl UsageMeter {
@@ -216,7 +216,9 @@ fn on_data(value: &[u8], off: usize, ev: &EventName, acc: &mut Acc, want_edit: b
         return LineOut::Drop;
     }
     if want_edit && matches!(c.usage, Field::Null) {
-        if let Some((a, b)) = null_member_span(json, b"usage") {
+        // Parsed above, so the JSON is valid, as the fast path needs.
+        let span = trailing_null_usage_span(json).or_else(|| null_member_span(json, b"usage"));
+        if let Some((a, b)) = span {
             return LineOut::Edit(off + start + a, off + start + b);
         }
     }

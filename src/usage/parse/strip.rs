@@ -110,6 +110,20 @@ fn emit_line(
     }
 }
 
+/// `null_member_span` for the common case of `usage`, written last and compactly, as OpenAI writes
+/// it into every chunk of a stream with `include_usage` (`…,"usage":null}`): found from the end
+/// instead of by walking the object. Only for JSON already known to be valid: there, a final
+/// `}` closes the root object, so the member just before it is the root's own.
+pub(super) fn trailing_null_usage_span(json: &[u8]) -> Option<(usize, usize)> {
+    const TAIL: &[u8] = b",\"usage\":null}";
+    let mut end = json.len();
+    while end > 0 && json.get(end - 1).is_some_and(|&b| is_ws(b)) {
+        end -= 1;
+    }
+    let start = end.checked_sub(TAIL.len())?;
+    (json.get(start..end)? == TAIL).then_some((start, end - 1))
+}
+
 /// The bytes to delete to remove the top-level member `key` when its value is `null`: the member and one
 /// adjacent comma, so the object stays valid and reads as if the member had never been written.
 pub(super) fn null_member_span(s: &[u8], key: &[u8]) -> Option<(usize, usize)> {

@@ -2,7 +2,7 @@
 
 use super::fixtures::*;
 use super::*;
-use crate::usage::parse::strip::null_member_span;
+use crate::usage::parse::strip::{null_member_span, trailing_null_usage_span};
 
 #[test]
 fn chat_sse_strip_gives_what_openai_sends_without_include_usage() {
@@ -124,6 +124,37 @@ fn null_member_span_cases() {
     }
     assert_eq!(null_member_span(br#"{"usage":{}}"#, b"usage"), None);
     assert_eq!(null_member_span(br#"{"x":{"usage":null}}"#, b"usage"), None);
+}
+
+#[test]
+fn trailing_null_usage_span_agrees_with_the_walk_or_declines() {
+    let found = [
+        r#"{"a":1,"usage":null}"#,
+        r#"{"a":"\"usage\":null","b":[1,{"c":2}],"usage":null}"#,
+        "{\"a\":1,\"usage\":null}  \t",
+        r#"{"id":"x","choices":[{"index":0,"delta":{"content":"hi"}}],"usage":null}"#,
+    ];
+    for input in found {
+        let fast = trailing_null_usage_span(input.as_bytes());
+        assert!(fast.is_some(), "{input}");
+        assert_eq!(
+            fast,
+            null_member_span(input.as_bytes(), b"usage"),
+            "{input}"
+        );
+    }
+    // Anything else is left to the walk.
+    for input in [
+        r#"{"usage":null}"#,
+        r#"{"a":1, "usage": null}"#,
+        r#"{"usage":null,"a":1}"#,
+        r#"{"a":1,"usage":{}}"#,
+        r#"{"a":1,"usage":nullx}"#,
+        r#"{"a":1,"Usage":null}"#,
+        "",
+    ] {
+        assert_eq!(trailing_null_usage_span(input.as_bytes()), None, "{input}");
+    }
 }
 
 #[test]
