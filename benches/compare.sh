@@ -65,6 +65,9 @@ wait_port() { for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev
 # taskset execs the program, so $! is the program's own pid (for its CPU time and RSS).
 pin() { if [ "$(nproc)" -ge 2 ]; then echo taskset -c "$1"; fi; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+cpu_per_request() { # TICKS REQUESTS -> µs
+  awk -v t="$1" -v n="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.1f", t / hz / n * 1e6}'
+}
 rss_mib() { awk -v f="$2" '$1 == f":" {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
 # CPU time the VM's host took from this machine (all cores), and its share of a span.
 steal_ticks() { awk '/^cpu / {print $9}' /proc/stat; }
@@ -186,7 +189,7 @@ run() {
   P50[$key]+=" $(awk -v v="$p50" 'BEGIN {printf "%.3f", v / 1000}')"
   P99[$key]+=" $(awk -v v="$p99" 'BEGIN {printf "%.3f", v / 1000}')"
   if [ "$pid" = - ]; then CPU[$key]+=" -"; BUSY[$key]+=" -"; else
-    CPU[$key]+=" $(awk -v t="$ticks" -v hz="$hz" -v n="$total" 'BEGIN {printf "%.1f", t / hz / n * 1e6}')"
+    CPU[$key]+=" $(cpu_per_request "$ticks" "$total")"
     BUSY[$key]+=" $(awk -v t="$ticks" -v hz="$hz" -v a="$t0" -v b="$t1" 'BEGIN {printf "%.0f", t / hz / (b - a) * 100}')"
   fi
 }
@@ -260,9 +263,6 @@ single() { # URL ENV... -> mean p50 p99 requests (µs)
   local url=$1; shift
   env "$@" $(pin 1) wrk -t1 -c1 -d"$LATENCY_DURATION" -s benches/wrk/chat.lua "$url" \
     | awk '/^RESULT/ {print $5, $3, $4, $8}'
-}
-cpu_per_request() { # TICKS REQUESTS -> µs
-  awk -v t="$1" -v n="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.1f", t / hz / n * 1e6}'
 }
 thread_ticks() { # PID -> "TID TICKS" lines, sorted for join
   local t
