@@ -116,10 +116,7 @@ fn emit_line(
 /// `}` closes the root object, so the member just before it is the root's own.
 pub(super) fn trailing_null_usage_span(json: &[u8]) -> Option<(usize, usize)> {
     const TAIL: &[u8] = b",\"usage\":null}";
-    let mut end = json.len();
-    while end > 0 && json.get(end - 1).is_some_and(|&b| is_ws(b)) {
-        end -= 1;
-    }
+    let end = json.iter().rposition(|&b| !is_ws(b))? + 1;
     let start = end.checked_sub(TAIL.len())?;
     (json.get(start..end)? == TAIL).then_some((start, end - 1))
 }
